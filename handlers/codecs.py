@@ -1,0 +1,218 @@
+"""Request bodies in, response values out: JSON, base64 images, pixel arrays.
+
+Every failure raises `RequestError` naming the field, so one bad item rejects
+only its own request. Pixel scaling is the manifest's (`divide_by`, 255 for the
+shipped models): uint8 / divide_by gives the float images the models saw in
+training.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ValidationError
+
+from handlers.errors import RequestError, json_path
+from handlers.limits import Limits
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+
+# pydantic error type -> our error code (anything else is "invalid_field")
+_CODES = {
+    "json_invalid": "bad_json",
+    "finite_number": "not_finite",
+    "less_than_equal": "out_of_range",
+    "greater_than_equal": "out_of_range",
+    "less_than": "out_of_range",
+    "greater_than": "out_of_range",
+}
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """One HTTP request as the server hands it over.
+
+    `body` is bytes (the handler asks TorchServe not to pre-decode), but a
+    server that already parsed JSON may pass a dict/list, and text a str.
+    `content_type` is the media type of the body part, lower-case, no params.
+    """
+
+    body: bytes | str | dict | list | None
+    content_type: str | None = None
+
+
+def media_type(value: str | None) -> str | None:
+    """'Application/JSON; charset=utf-8' -> 'application/json'."""
+    if not value:
+        return None
+    return value.split(";", 1)[0].strip().lower() or None
+
+
+def from_validation_error(err: ValidationError) -> RequestError:
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    field = json_path(first["loc"])
+    code = _CODES.get(first["type"], "invalid_field")
+    if (first["type"], field) in (("too_long", "instances"), ("less_than_equal", "n")):
+        code = "too_many_items"
+    message = first["msg"]
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return RequestError(code, field, message)
+
+
+def is_image_body(raw: RawRequest) -> bool:
+    if raw.content_type in IMAGE_TYPES:
+        return True
+    return isinstance(raw.body, bytes | bytearray) and raw.body.startswith(_MAGIC)
+
+
+def parse_json(raw: RawRequest, schema: type[BaseModel], limits: Limits) -> BaseModel:
+    """Validate a JSON body against `schema` (strict), or raise a 400."""
+    body = raw.body
+    if raw.content_type in FORM_TYPES or (body is None and raw.content_type):
+        raise RequestError(
+            "unsupported_media_type",
+            "body",
+            f"got a body of type {raw.content_type}; "
+            "send JSON with 'Content-Type: application/json'",
+        )
+    if body is None or len(body) == 0:
+        raise RequestError("bad_json", "body", "the body is empty; expected a JSON object")
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    try:
+        if isinstance(body, bytes | bytearray):
+            if len(body) > limits.max_body_bytes:
+                raise RequestError(
+                    "payload_too_large",
+                    "body",
+                    f"{len(body)} bytes; at most {limits.max_body_bytes} bytes are accepted",
+                )
+            return schema.model_validate_json(body, strict=True)
+        return schema.model_validate(body, strict=True)
+    except ValidationError as err:
+        raise from_validation_error(err) from None
+
+
+# ---- images -----------------------------------------------------------------
+def b64_to_bytes(text: str, field: str, limits: Limits) -> bytes:
+    if text.startswith("data:"):
+        head, _, text = text.partition(",")
+        if not head.endswith(";base64"):
+            raise RequestError("bad_base64", field, "a data: URI must be ';base64,' encoded")
+    max_chars = 4 * ((limits.max_image_bytes + 2) // 3)
+    if len(text) > max_chars:
+        raise RequestError(
+            "payload_too_large",
+            field,
+            f"{len(text)} base64 characters; an image may have at most "
+            f"{limits.max_image_bytes} bytes ({max_chars} characters)",
+        )
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise RequestError("bad_base64", field, f"not valid base64: {err}") from None
+
+
+def _to_gray(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit grayscale 'L'; transparency composites onto black."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        return Image.fromarray(np.clip(np.rint(arr / peak * 255), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return img.convert("L")
+
+
+def decode_image(
+    data: bytes, hw: tuple[int, int], scale: float, field: str, limits: Limits
+) -> tuple[np.ndarray, dict | None]:
+    """PNG/JPEG bytes -> (H x W float32 in [0, 1], converted_from or None)."""
+    if len(data) > limits.max_image_bytes:
+        raise RequestError(
+            "payload_too_large",
+            field,
+            f"{len(data)} bytes; an image may have at most {limits.max_image_bytes} bytes",
+        )
+    try:
+        img = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise RequestError("bad_image", field, f"not a readable PNG or JPEG image: {err}") from None
+    if img.format not in ("PNG", "JPEG"):
+        raise RequestError("bad_image", field, f"only PNG and JPEG are accepted, got {img.format}")
+    width, height = img.size
+    if width * height > limits.max_image_pixels:
+        raise RequestError(
+            "payload_too_large",
+            field,
+            f"{width}x{height} pixels; at most {limits.max_image_pixels} pixels per image",
+        )
+    try:
+        img.load()
+        h, w = hw
+        converted = None
+        if img.mode != "L" or img.size != (w, h):
+            converted = {"mode": img.mode, "width": width, "height": height}
+            img = _to_gray(img)
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.Resampling.LANCZOS)
+        arr = np.asarray(img, dtype=np.float32) / np.float32(scale)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise RequestError("bad_image", field, f"image could not be decoded: {err}") from None
+    return np.clip(arr, 0.0, 1.0), converted
+
+
+def encode_png(pixels: np.ndarray, scale: float) -> str:
+    """H x W floats in [0, 1] -> base64 of an 8-bit grayscale PNG."""
+    arr = np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * scale), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, "L").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def pixels_to_array(
+    rows: list[list[float]], hw: tuple[int, int], value_range: tuple[float, float], field: str
+) -> np.ndarray:
+    """Validated nested list -> H x W float32; exact shape and range or a 400."""
+    h, w = hw
+    if len(rows) != h:
+        raise RequestError(
+            "wrong_shape", field, f"expected {h} rows of {w} values, got {len(rows)}"
+        )
+    for r, row in enumerate(rows):
+        if len(row) != w:
+            raise RequestError(
+                "wrong_shape", f"{field}[{r}]", f"expected {w} values, got {len(row)}"
+            )
+    arr = np.asarray(rows, dtype=np.float64)
+    check_range(arr, value_range, field)
+    return arr.astype(np.float32)
+
+
+def check_range(arr: np.ndarray, value_range: tuple[float, float], field: str) -> None:
+    lo, hi = value_range
+    bad = np.argwhere((arr < lo) | (arr > hi))
+    if len(bad):
+        idx = tuple(int(i) for i in bad[0])
+        where = "".join(f"[{i}]" for i in idx)
+        raise RequestError(
+            "out_of_range",
+            f"{field}{where}",
+            f"value {float(arr[idx])!r} is outside [{lo}, {hi}]"
+            + (f" ({len(bad)} values are)" if len(bad) > 1 else ""),
+        )
+
+
+def array_to_lists(pixels: np.ndarray, decimals: int = 6) -> Any:
+    return np.round(np.asarray(pixels, dtype=np.float64), decimals).tolist()

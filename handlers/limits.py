@@ -1,0 +1,31 @@
+"""Every request limit of the serving API, in one place.
+
+A violation is answered with HTTP 400 and a JSON body naming the field (see
+`handlers.errors`). The README's API section documents these numbers and a test
+checks that it quotes them; `deploy/config.properties` sets TorchServe's own
+`max_request_size` above `max_body_bytes`, so the handler (400 with a field)
+answers before the frontend (413) does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_items: int = 256  # instances per encode/decode request
+    max_n: int = 256  # images per sample request
+    max_body_bytes: int = 8 * 1024 * 1024  # whole request body
+    max_image_bytes: int = 1024 * 1024  # one encoded image (after base64 decoding)
+    max_image_pixels: int = 2048 * 2048  # width * height of one uploaded image
+    max_abs_latent: float = 1000.0  # |z_i| accepted by decode
+    max_temperature: float = 5.0  # sample: 0 <= temperature <= this
+    max_seed: int = 2**63 - 1  # seeds are 0 <= seed <= this
+    pixel_range: tuple[float, float] = (0.0, 1.0)  # encode `pixels` values
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+LIMITS = Limits()

@@ -1,0 +1,264 @@
+"""The three operations, each as decode_request -> forward -> encode_response.
+
+An operation parses one request into a tensor of items (`parse`), runs the model
+on a chunk of items that may come from many requests (`forward`), and turns its
+own slice of the output into a JSON-ready dict (`respond`). The batching around
+them lives in `handlers.engine`. Each operation loads only the TorchScript file
+it needs, named by the export contract (`training/export.py`): encode needs
+`encoder.pt`, decode and sample need `decoder.pt`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from handlers import codecs
+from handlers.codecs import RawRequest
+from handlers.device import Placement
+from handlers.errors import RequestError
+from handlers.limits import Limits
+from handlers.metrics import Recorder
+from handlers.schemas import DecodeRequest, EncodeRequest, SampleRequest
+
+MANIFEST = "manifest.json"
+FILES = {"encode": "encoder.pt", "decode": "decoder.pt", "sample": "decoder.pt"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the handlers need from manifest.json, checked once at load."""
+
+    name: str
+    kind: str  # ae | vae
+    latent_dim: int
+    image_hw: tuple[int, int]
+    scale: float  # uint8 / scale = model input
+    prior_mean: np.ndarray  # (D,)
+    prior_cov: np.ndarray  # (D, D)
+    manifest: dict
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> ModelInfo:
+        try:
+            kind, dim = manifest["kind"], int(manifest["latent_dim"])
+            c, h, w = (int(v) for v in manifest["image_shape"])
+            scale = float(manifest["pixel_scaling"]["divide_by"])
+            prior = manifest["prior"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"manifest.json lacks or mangles a required key: {err!r}") from None
+        if kind not in ("ae", "vae") or c != 1 or dim < 1:
+            raise ValueError(f"unsupported model: kind {kind!r}, channels {c}, latent_dim {dim}")
+        if prior.get("type") == "standard_normal":
+            mean, cov = np.zeros(dim), np.eye(dim)
+        elif prior.get("type") == "gaussian":
+            mean = np.asarray(prior["mean"], dtype=np.float64)
+            cov = np.asarray(prior["cov"], dtype=np.float64)
+        else:
+            raise ValueError(f"unknown prior type {prior.get('type')!r}")
+        if mean.shape != (dim,) or cov.shape != (dim, dim):
+            raise ValueError(f"prior shapes {mean.shape}, {cov.shape} do not fit latent_dim {dim}")
+        return cls(manifest.get("name", "?"), kind, dim, (h, w), scale, mean, cov, manifest)
+
+    @classmethod
+    def from_dir(cls, model_dir: Path) -> ModelInfo:
+        return cls.from_manifest(json.loads((Path(model_dir) / MANIFEST).read_text()))
+
+
+def load_script(model_dir: Path, info: ModelInfo, file: str, placement: Placement):
+    """torch.jit.load one export after checking its sha256 against the manifest."""
+    path = Path(model_dir) / file
+    want = info.manifest.get("files", {}).get(file)
+    got = hashlib.sha256(path.read_bytes()).hexdigest()
+    if want is not None and want != got:
+        raise ValueError(f"{file}: sha256 {got} does not match the manifest's {want}")
+    module = torch.jit.load(str(path), map_location=placement.device).eval()
+    return module.half() if placement.dtype == torch.float16 else module
+
+
+@dataclass
+class Parsed:
+    """One valid request: its items as a float32 CPU tensor, plus what respond needs."""
+
+    x: torch.Tensor
+    request: Any = None
+    seed: int | None = None
+    extras: list = field(default_factory=list)
+
+    @property
+    def items(self) -> int:
+        return len(self.x)
+
+
+def _seed(requested: int | None) -> int:
+    return requested if requested is not None else secrets.randbelow(2**63)
+
+
+def _normal(seed: int, n: int, dim: int) -> torch.Tensor:
+    """eps ~ N(0, I), (n, dim), a function of the seed only (CPU generator)."""
+    return torch.randn((n, dim), generator=torch.Generator().manual_seed(seed))
+
+
+def _images(pixels: torch.Tensor, fmt: str, scale: float) -> list[dict]:
+    arr = pixels[:, 0].numpy()
+    if fmt == "array":
+        return [{"pixels": codecs.array_to_lists(a)} for a in arr]
+    return [{"image_b64": codecs.encode_png(a, scale)} for a in arr]
+
+
+class Operation:
+    name = ""
+
+    def __init__(self, info: ModelInfo, module, limits: Limits) -> None:
+        self.info, self.module, self.limits = info, module, limits
+
+    def parse(self, raw: RawRequest) -> Parsed:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    def respond(self, parsed: Parsed, out: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def observe(self, outs: list[torch.Tensor], rec: Recorder) -> None:
+        """Record operation-specific metrics over the answered items."""
+
+
+class Encode(Operation):
+    name = "encode"
+
+    def parse(self, raw: RawRequest) -> Parsed:
+        hw, scale = self.info.image_hw, self.info.scale
+        if codecs.is_image_body(raw):
+            if not isinstance(raw.body, bytes | bytearray):
+                raise RequestError("bad_image", "body", "an image body must be binary")
+            arr, conv = codecs.decode_image(bytes(raw.body), hw, scale, "body", self.limits)
+            return Parsed(
+                torch.from_numpy(arr[None, None]), EncodeRequest.model_construct(), None, [conv]
+            )
+        req = codecs.parse_json(raw, EncodeRequest, self.limits)
+        if req.sample and self.info.kind != "vae":
+            raise RequestError(
+                "unsupported",
+                "sample",
+                f"{self.info.name} is an AE (a deterministic encoder); sample needs a VAE",
+            )
+        arrays, extras = [], []
+        for i, inst in enumerate(req.instances):
+            if inst.image_b64 is not None:
+                f = f"instances[{i}].image_b64"
+                data = codecs.b64_to_bytes(inst.image_b64, f, self.limits)
+                arr, conv = codecs.decode_image(data, hw, scale, f, self.limits)
+            else:
+                f = f"instances[{i}].pixels"
+                arr = codecs.pixels_to_array(inst.pixels, hw, self.limits.pixel_range, f)
+                conv = None
+            arrays.append(arr)
+            extras.append(conv)
+        x = torch.from_numpy(np.stack(arrays)[:, None])
+        return Parsed(x, req, _seed(req.seed) if req.sample else None, extras)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.module(x)
+        if self.info.kind == "vae":
+            return torch.stack([out[0], out[1]], dim=1)  # (k, 2, D)
+        return out[:, None]  # (k, 1, D)
+
+    def respond(self, parsed: Parsed, out: torch.Tensor) -> dict:
+        mean = out[:, 0]
+        log_var = out[:, 1] if self.info.kind == "vae" else None
+        preds = [
+            {
+                "z_mean": m,
+                "z_log_var": None if log_var is None else log_var[i].tolist(),
+                "converted_from": parsed.extras[i],
+            }
+            for i, m in enumerate(mean.tolist())
+        ]
+        body: dict = {"predictions": preds}
+        if parsed.seed is not None:
+            eps = _normal(parsed.seed, len(mean), self.info.latent_dim)
+            z = mean + torch.exp(0.5 * log_var) * eps
+            for p, zi in zip(preds, z.tolist(), strict=True):
+                p["z"] = zi
+            body["seed"] = parsed.seed
+        return body
+
+    def observe(self, outs: list[torch.Tensor], rec: Recorder) -> None:
+        if not outs:
+            return
+        out = torch.cat(outs).double()
+        mean = out[:, 0]
+        norms = mean.norm(dim=1)
+        rec.add("latentserve_encode_z_mean_norm_sum", float(norms.sum()))
+        rec.add("latentserve_encode_z_mean_norm_mean", float(norms.mean()))
+        if self.info.kind == "vae":
+            lv = out[:, 1]
+            kl = (0.5 * (mean.pow(2) + lv.exp() - 1.0 - lv).sum(dim=1)).clamp_min(0.0)
+            rec.add("latentserve_encode_kl_sum", float(kl.sum()))
+            rec.add("latentserve_encode_kl_mean", float(kl.mean()))
+
+
+class Decode(Operation):
+    name = "decode"
+
+    def parse(self, raw: RawRequest) -> Parsed:
+        if codecs.is_image_body(raw):
+            raise RequestError("unsupported_media_type", "body", "decode takes JSON latents")
+        req = codecs.parse_json(raw, DecodeRequest, self.limits)
+        dim, bound = self.info.latent_dim, self.limits.max_abs_latent
+        rows = []
+        for i, inst in enumerate(req.instances):
+            f = f"instances[{i}].z"
+            if len(inst.z) != dim:
+                raise RequestError(
+                    "wrong_latent_dim",
+                    f,
+                    f"expected {dim} values (the model's latent_dim), got {len(inst.z)}",
+                )
+            arr = np.asarray(inst.z, dtype=np.float64)
+            codecs.check_range(arr, (-bound, bound), f)
+            rows.append(arr)
+        return Parsed(torch.from_numpy(np.stack(rows).astype(np.float32)), req)
+
+    def respond(self, parsed: Parsed, out: torch.Tensor) -> dict:
+        return {"predictions": _images(out, parsed.request.format, self.info.scale)}
+
+
+class Sample(Operation):
+    name = "sample"
+
+    def __init__(self, info: ModelInfo, module, limits: Limits) -> None:
+        super().__init__(info, module, limits)
+        # z = mean + eps @ L.T with L L^T = cov; the eigen form tolerates a singular cov
+        vals, vecs = np.linalg.eigh(info.prior_cov)
+        self._mean = torch.from_numpy(info.prior_mean)
+        self._factor = torch.from_numpy(vecs * np.sqrt(np.clip(vals, 0.0, None)))
+
+    def parse(self, raw: RawRequest) -> Parsed:
+        if codecs.is_image_body(raw):
+            raise RequestError("unsupported_media_type", "body", "sample takes a JSON object")
+        req = codecs.parse_json(raw, SampleRequest, self.limits)
+        seed = _seed(req.seed)
+        eps = _normal(seed, req.n, self.info.latent_dim).double()
+        z = self._mean + req.temperature * eps @ self._factor.T
+        return Parsed(z.float(), req, seed)
+
+    def respond(self, parsed: Parsed, out: torch.Tensor) -> dict:
+        req = parsed.request
+        return {
+            "predictions": _images(out, req.format, self.info.scale),
+            "seed": parsed.seed,
+            "temperature": req.temperature,
+        }
+
+
+OPERATIONS: dict[str, type[Operation]] = {"encode": Encode, "decode": Decode, "sample": Sample}

@@ -1,0 +1,142 @@
+"""Request and response schemas (pydantic v2) of the three operations.
+
+Requests are validated strictly (no string-to-number coercion, no NaN or
+infinity, no unknown fields); structural limits come from `handlers.limits`.
+Model-specific checks (image H x W, latent length, value ranges) happen in
+`handlers.operations`, which knows the manifest. Responses are built as plain
+dicts for speed; the response models here document them (`make schema`) and the
+tests validate real answers against them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from handlers.limits import LIMITS
+
+_STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+Format = Literal["png", "array"]
+
+
+def _seed():
+    return Field(
+        default=None,
+        ge=0,
+        le=LIMITS.max_seed,
+        description="the same seed gives the same answer; drawn at random and returned if omitted",
+    )
+
+
+# ---- requests ---------------------------------------------------------------
+class ImageInstance(BaseModel):
+    """One image to encode: exactly one of `image_b64` or `pixels`."""
+
+    model_config = _STRICT
+    image_b64: str | None = Field(
+        default=None,
+        description="PNG or JPEG bytes, base64 (a `data:image/...;base64,` prefix is allowed). "
+        "Other sizes and colour modes are converted to the model's grayscale H x W",
+    )
+    pixels: list[list[float]] | None = Field(
+        default=None,
+        description="H x W grayscale values in [0, 1] (exactly the model's image size)",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageInstance:
+        if (self.image_b64 is None) == (self.pixels is None):
+            raise PydanticCustomError("one_of", "give exactly one of image_b64 or pixels")
+        return self
+
+
+class EncodeRequest(BaseModel):
+    model_config = _STRICT
+    instances: list[ImageInstance] = Field(min_length=1, max_length=LIMITS.max_items)
+    sample: bool = Field(
+        default=False,
+        description="VAE only: also return z = z_mean + exp(z_log_var / 2) * eps, eps ~ N(0, I)",
+    )
+    seed: int | None = _seed()
+
+
+class LatentInstance(BaseModel):
+    model_config = _STRICT
+    z: list[float] = Field(
+        description=f"latent vector of the model's latent_dim, |z_i| <= {LIMITS.max_abs_latent}"
+    )
+
+
+class DecodeRequest(BaseModel):
+    model_config = _STRICT
+    instances: list[LatentInstance] = Field(min_length=1, max_length=LIMITS.max_items)
+    format: Format = Field(default="png", description="png: base64 PNG; array: H x W floats")
+
+
+class SampleRequest(BaseModel):
+    model_config = _STRICT
+    n: int = Field(default=1, ge=1, le=LIMITS.max_n, description="number of images")
+    seed: int | None = _seed()
+    temperature: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=LIMITS.max_temperature,
+        description="scales the prior's spread: z = mean + temperature * L eps",
+    )
+    format: Format = "png"
+
+
+# ---- responses --------------------------------------------------------------
+class ConvertedFrom(BaseModel):
+    mode: str = Field(description="PIL mode of the upload, e.g. RGB")
+    width: int
+    height: int
+
+
+class EncodePrediction(BaseModel):
+    z_mean: list[float] = Field(description="VAE: posterior mean; AE: the code z")
+    z_log_var: list[float] | None = Field(description="VAE: posterior log-variance; AE: null")
+    z: list[float] | None = Field(default=None, description="only with sample: true")
+    converted_from: ConvertedFrom | None = Field(
+        default=None, description="set when the image was converted to the model's mode/size"
+    )
+
+
+class EncodeResponse(BaseModel):
+    predictions: list[EncodePrediction]
+    seed: int | None = Field(default=None, description="the seed used, with sample: true")
+
+
+class ImagePrediction(BaseModel):
+    image_b64: str | None = Field(default=None, description="format png: base64 PNG, 8-bit gray")
+    pixels: list[list[float]] | None = Field(
+        default=None, description="format array: H x W floats in [0, 1], 6 decimals"
+    )
+
+
+class DecodeResponse(BaseModel):
+    predictions: list[ImagePrediction]
+
+
+class SampleResponse(BaseModel):
+    predictions: list[ImagePrediction]
+    seed: int
+    temperature: float
+
+
+class ErrorDetail(BaseModel):
+    status: int = Field(description="the HTTP status, 400 for every input error")
+    code: str = Field(description="machine-readable reason, see handlers/errors.py CODES")
+    field: str = Field(description="JSON path of the offending field, or 'body'")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+REQUESTS = {"encode": EncodeRequest, "decode": DecodeRequest, "sample": SampleRequest}
+RESPONSES = {"encode": EncodeResponse, "decode": DecodeResponse, "sample": SampleResponse}

@@ -1,0 +1,204 @@
+"""Build TorchServe archives for every exported model: `<name>-{encode,decode,sample}.mar`.
+
+    python -m training.archive [--store model_store] [--out DIR] [--models NAME ...] [--force]
+
+A model directory is any `<store>/<name>/` holding `manifest.json` (the export
+contract of `training/export.py`). Each archive holds the operation's entry
+point (`handlers/<op>_handler.py`), the whole `handlers/` package, the model's
+`manifest.json`, the one TorchScript file the operation needs, and a
+`model-config.yaml` written from `WorkerConfig` and `HandlerOptions` (the one
+source of truth for those defaults).
+
+An archive is rebuilt exactly when what goes into it changed: a sha256 over
+its inputs (export files, handler sources, the config, the archiver's version
+and this file) is kept in `<out>/.build/<archive>.stamp`. New archives replace
+old ones atomically, and archives of models that no longer exist are removed,
+so a server started after `make archive` never runs stale handler code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from handlers.operations import FILES, MANIFEST
+from handlers.options import HandlerOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLERS = ROOT / "handlers"
+OPERATIONS = tuple(FILES)  # encode, decode, sample
+STORE = ROOT / "model_store"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """TorchServe's per-model settings (model-config.yaml), defaults for every archive."""
+
+    batch_size: int = 8  # requests per dynamic batch (each may carry many items)
+    max_batch_delay_ms: int = 20  # how long the frontend waits to fill a batch
+    min_workers: int = 1  # one worker per model and operation: 2 cores here
+    max_workers: int = 1
+    response_timeout_s: int = 60
+
+    def model_config(self, options: HandlerOptions | None = None) -> dict:
+        return {
+            "minWorkers": self.min_workers,
+            "maxWorkers": self.max_workers,
+            "batchSize": self.batch_size,
+            "maxBatchDelay": self.max_batch_delay_ms,
+            "responseTimeout": self.response_timeout_s,
+            "handler": (options or HandlerOptions()).to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Archive:
+    model: str
+    operation: str
+    path: Path
+    rebuilt: bool
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def model_dirs(store: Path, names: list[str] | None = None) -> list[Path]:
+    found = {p.parent.name: p.parent for p in sorted(Path(store).glob(f"*/{MANIFEST}"))}
+    if names is None:
+        return list(found.values())
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise SystemExit(f"no export in {store}/ for {missing}; have {sorted(found)}")
+    return [found[n] for n in names]
+
+
+def handler_sources() -> list[Path]:
+    return sorted(HANDLERS.glob("*.py"))
+
+
+def _archiver() -> str:
+    exe = Path(sys.executable).parent / "torch-model-archiver"
+    found = str(exe) if exe.exists() else shutil.which("torch-model-archiver")
+    if not found:
+        raise SystemExit("torch-model-archiver not found; run `make setup`")
+    return found
+
+
+def _archiver_version() -> str:
+    from model_archiver.version import __version__
+
+    return __version__
+
+
+def stamp(model_dir: Path, op: str, config_text: str) -> str:
+    h = hashlib.sha256()
+    inputs = [Path(__file__).resolve(), model_dir / MANIFEST, model_dir / FILES[op]]
+    for path in inputs + handler_sources():
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(config_text.encode() + _archiver_version().encode())
+    return h.hexdigest()
+
+
+def build_one(model_dir: Path, op: str, out: Path, config_text: str, force: bool) -> Archive:
+    name = f"{model_dir.name}-{op}"
+    target = out / f"{name}.mar"
+    stamp_file = out / ".build" / f"{name}.stamp"
+    digest = stamp(model_dir, op, config_text)
+    fresh = target.exists() and stamp_file.exists() and stamp_file.read_text().strip() == digest
+    if fresh and not force:
+        return Archive(model_dir.name, op, target, rebuilt=False)
+    stage = out / ".build" / name
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "pkg" / "handlers").mkdir(parents=True)
+    (stage / "tmp").mkdir()
+    for src in handler_sources():
+        shutil.copy2(src, stage / "pkg" / "handlers" / src.name)
+    (stage / "model-config.yaml").write_text(config_text)
+    cmd = [
+        _archiver(),
+        "--model-name", name,
+        "--version", "1.0",
+        "--handler", str(stage / "pkg" / "handlers" / f"{op}_handler.py"),
+        "--serialized-file", str(model_dir / FILES[op]),
+        "--extra-files", f"{stage / 'pkg'},{model_dir / MANIFEST}",
+        "--config-file", str(stage / "model-config.yaml"),
+        "--export-path", str(stage),
+        "--force",
+    ]  # fmt: skip
+    # the archiver stages files in $TMPDIR/<model-name>: keep concurrent builds apart
+    env = dict(os.environ, TMPDIR=str(stage / "tmp"))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"torch-model-archiver failed for {name}:\n{proc.stdout}{proc.stderr}")
+    os.replace(stage / f"{name}.mar", target)
+    stamp_file.write_text(digest + "\n")
+    shutil.rmtree(stage, ignore_errors=True)
+    return Archive(model_dir.name, op, target, rebuilt=True)
+
+
+def prune(out: Path, keep: set[str]) -> list[Path]:
+    """Remove `<model>-<op>.mar` archives (and stamps) whose model is gone."""
+    removed = []
+    for mar in sorted(out.glob("*.mar")):
+        model, _, op = mar.stem.rpartition("-")
+        if op in OPERATIONS and model not in keep:
+            mar.unlink()
+            (out / ".build" / f"{mar.stem}.stamp").unlink(missing_ok=True)
+            removed.append(mar)
+    return removed
+
+
+def build_archives(
+    store: Path = STORE,
+    out: Path | None = None,
+    models: list[str] | None = None,
+    worker: WorkerConfig | None = None,
+    force: bool = False,
+    log=print,
+) -> list[Archive]:
+    """Build (or keep, when up to date) the three archives of each model under `store`."""
+    store = Path(store)
+    out = Path(out) if out is not None else store
+    (out / ".build").mkdir(parents=True, exist_ok=True)
+    dirs = model_dirs(store, models)
+    if models is None:
+        for mar in prune(out, {d.name for d in dirs}):
+            log(f"removed {mar} (its model is gone)")
+    config_text = yaml.safe_dump((worker or WorkerConfig()).model_config(), sort_keys=False)
+    jobs = [(d, op) for d in dirs for op in OPERATIONS]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        futures = [pool.submit(build_one, d, op, out, config_text, force) for d, op in jobs]
+        results = []
+        for i, fut in enumerate(futures, 1):
+            a = fut.result()
+            results.append(a)
+            log(f"[{i}/{len(jobs)}] {a.path} {'built' if a.rebuilt else 'up to date'}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Build <model>-{encode,decode,sample}.mar archives.")
+    p.add_argument("--store", type=Path, default=STORE, help="where the model dirs are")
+    p.add_argument("--out", type=Path, default=None, help="where the .mar go (default: --store)")
+    p.add_argument("--models", nargs="+", default=None, help="only these model dirs")
+    p.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    a = p.parse_args(argv)
+    results = build_archives(a.store, a.out, a.models, force=a.force)
+    if not results:
+        raise SystemExit(f"no exported models (*/{MANIFEST}) in {a.store}/; run `make models`")
+    rebuilt = sum(r.rebuilt for r in results)
+    print(f"{len(results)} archives in {a.out or a.store}/ ({rebuilt} rebuilt)")
+
+
+if __name__ == "__main__":
+    main()
