@@ -1,0 +1,18 @@
+"""Python client of latentserve: `LatentClient` and the `python -m client` CLI.
+
+Needs numpy, Pillow and requests only (no torch), so any service can use it.
+"""
+
+from client.api import DEFAULT_URL, Encoded, LatentClient, Stats
+from client.errors import InputError, LatentServeError
+from client.retry import RetryPolicy
+
+__all__ = [
+    "DEFAULT_URL",
+    "Encoded",
+    "InputError",
+    "LatentClient",
+    "LatentServeError",
+    "RetryPolicy",
+    "Stats",
+]

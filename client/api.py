@@ -1,0 +1,319 @@
+"""`LatentClient`: encode, decode and sample against a latentserve TorchServe.
+
+Large inputs are split into requests of `batch_size` items (the server takes at
+most 256 per request), sent by `concurrency` threads, each with its own
+keep-alive `requests.Session`, and reassembled in input order. Connection
+errors and 503/507 answers are retried (see `RetryPolicy`); every failure the
+caller sees is a `LatentServeError`, which carries the server's own message.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import requests
+from PIL import Image
+
+from client import inputs
+from client.errors import InputError, LatentServeError
+from client.retry import RetryPolicy, run_ordered, split
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+MAX_ITEMS = 256  # the server's per-request limit (handlers/limits.py max_items / max_n)
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class Stats:
+    """Counters over the client's life (thread-safe updates)."""
+
+    requests: int = 0  # HTTP attempts sent
+    retries: int = 0
+    items: int = 0  # items answered successfully
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for key, value in counts.items():
+                setattr(self, key, getattr(self, key) + value)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """encode's answer, row i for input image i."""
+
+    z_mean: np.ndarray  # (N, D) float32; the AE's code z
+    z_log_var: np.ndarray | None  # (N, D) float32; None for an AE
+    z: np.ndarray | None = None  # (N, D) float32 with sample=True
+    seed: int | None = None  # with sample=True: the seed of the first request
+
+    def __len__(self) -> int:
+        return len(self.z_mean)
+
+
+Progress = Callable[[int], None]  # called with the number of items just finished
+
+
+def _png_to_image(b64: str) -> Image.Image:
+    img = Image.open(io.BytesIO(base64.b64decode(b64)))
+    img.load()
+    return img
+
+
+class LatentClient:
+    """Client of one model's three endpoints, `<model>-encode|decode|sample`.
+
+    Parameters: `base_url` of the inference API; `token` the inference key when
+    TorchServe's token authorization is on; `timeout` seconds to connect and to
+    read one answer; `batch_size` items per request (<= 256); `concurrency`
+    requests in flight; `retry` the RetryPolicy. Use it as a context manager or
+    call `close()` to release the connections.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        token: str | None = None,
+        model: str = "fashion-vae",
+        timeout: float = 30.0,
+        *,
+        batch_size: int = 64,
+        concurrency: int = 4,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not 1 <= batch_size <= MAX_ITEMS:
+            raise ValueError(f"batch_size must be in [1, {MAX_ITEMS}], got {batch_size}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.base_url = base_url.rstrip("/")
+        self.model, self.timeout = model, timeout
+        self.batch_size, self.concurrency = batch_size, concurrency
+        self.retry = retry or RetryPolicy()
+        self.stats = Stats()
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._sleep = sleep
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self.last_seed: int | None = None  # the seed of the last sample() call
+
+    # ---- life cycle -----------------------------------------------------------
+    def __enter__(self) -> LatentClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        """One keep-alive session per thread (requests.Session is not thread-safe)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers.update(self._headers)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="latentclient")
+            return self._pool
+
+    # ---- one request, with retries --------------------------------------------
+    def url(self, operation: str) -> str:
+        return f"{self.base_url}/predictions/{self.model}-{operation}"
+
+    def _post_once(self, url: str, body: bytes) -> tuple[int, dict, bytes]:
+        """One HTTP attempt -> (status, headers, body); raises requests' connection errors."""
+        resp = self._session().post(url, data=body, timeout=self.timeout)
+        return resp.status_code, resp.headers, resp.content
+
+    def post(self, operation: str, payload: dict, items: int) -> dict:
+        """POST `payload` to `<model>-<operation>`, retrying idempotent failures."""
+        url = self.url(operation)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.stats.add(requests=1)
+            try:
+                status, headers, content = self._post_once(url, body)
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
+                if not self.retry.should_retry(attempt, None):
+                    raise LatentServeError(
+                        f"cannot reach the server: {err}", url=url, attempts=attempt
+                    ) from err
+                self._backoff(attempt, None)
+                continue
+            except requests.Timeout as err:
+                raise LatentServeError(
+                    f"no answer within {self.timeout} s", url=url, attempts=attempt
+                ) from err
+            if status == 200:
+                answer = self._parse(content, url, items)
+                self.stats.add(items=items)
+                return answer
+            if self.retry.should_retry(attempt, status):
+                self._backoff(attempt, headers.get("Retry-After"))
+                continue
+            raise LatentServeError.from_response(status, content, url, attempt)
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> None:
+        self.stats.add(retries=1)
+        self._sleep(self.retry.delay(attempt, retry_after))
+
+    @staticmethod
+    def _parse(content: bytes, url: str, items: int) -> dict:
+        try:
+            answer = json.loads(content)
+            preds = answer["predictions"]
+        except (ValueError, KeyError, TypeError):
+            raise LatentServeError(
+                f"answer is not latentserve JSON: {content[:200]!r}", status=200, url=url
+            ) from None
+        if len(preds) != items:
+            raise LatentServeError(
+                f"asked for {items} items, the answer has {len(preds)}", status=200, url=url
+            )
+        return answer
+
+    def _map(self, chunks: list[Callable[[], dict]]) -> list[dict]:
+        if len(chunks) == 1:  # no thread hop for a single request
+            return [chunks[0]()]
+        return list(run_ordered(self._executor(), iter(chunks), self.concurrency))
+
+    # ---- operations -----------------------------------------------------------
+    def encode(
+        self,
+        images: Any,
+        *,
+        sample: bool = False,
+        seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> Encoded:
+        """Images -> latent codes, row i for image i (see client.inputs for what is accepted).
+
+        With `sample=True` (VAE) each row also gets z = z_mean + exp(z_log_var/2) * eps;
+        request k of the split uses seed + k, so the same seed gives the same z.
+        """
+        items = inputs.as_items(images)
+        if len(items) == 0:
+            raise InputError("nothing to encode")
+        if sample and seed is None:
+            seed = secrets.randbelow(MAX_SEED)
+
+        def task(k: int, start: int, stop: int) -> Callable[[], dict]:
+            def run() -> dict:
+                payload: dict = {"instances": [inputs.to_instance(x) for x in items[start:stop]]}
+                if sample:
+                    payload.update(sample=True, seed=(seed + k) % (MAX_SEED + 1))
+                answer = self.post("encode", payload, stop - start)
+                if progress:
+                    progress(stop - start)
+                return answer
+
+            return run
+
+        ranges = split(len(items), self.batch_size)
+        answers = self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)])
+        preds = [p for answer in answers for p in answer["predictions"]]
+        z_mean = np.asarray([p["z_mean"] for p in preds], dtype=np.float32)
+        z_log_var = None
+        if preds[0].get("z_log_var") is not None:
+            z_log_var = np.asarray([p["z_log_var"] for p in preds], dtype=np.float32)
+        z = np.asarray([p["z"] for p in preds], dtype=np.float32) if sample else None
+        return Encoded(z_mean, z_log_var, z, seed)
+
+    def decode(
+        self, z: Sequence[Sequence[float]] | np.ndarray, *, as_array: bool = False
+    ) -> list[Image.Image] | np.ndarray:
+        """Latent vectors (N x D, or one vector of D) -> N images.
+
+        Default: PIL 8-bit grayscale images (the server's PNGs). `as_array=True`:
+        an (N, H, W) float32 array in [0, 1] (the server's `array` format, 6 decimals).
+        """
+        zs = np.asarray(z, dtype=np.float64)
+        if zs.ndim == 1:
+            zs = zs[None]
+        if zs.ndim != 2 or len(zs) == 0:
+            raise InputError(f"z must be N x D (or one vector), got shape {zs.shape}")
+        fmt = "array" if as_array else "png"
+
+        def task(start: int, stop: int) -> Callable[[], dict]:
+            def run() -> dict:
+                payload = {"instances": [{"z": row} for row in zs[start:stop].tolist()]}
+                payload["format"] = fmt
+                return self.post("decode", payload, stop - start)
+
+            return run
+
+        answers = self._map([task(a, b) for a, b in split(len(zs), self.batch_size)])
+        return self._images([p for a in answers for p in a["predictions"]], as_array)
+
+    def sample(
+        self,
+        n: int,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        *,
+        as_array: bool = False,
+    ) -> list[Image.Image] | np.ndarray:
+        """`n` images from the prior. Request k (of at most 256 images) uses seed + k, so
+        the same (n, seed, temperature) always gives the same images; without a seed
+        one is drawn (then `last_seed` tells it)."""
+        if n < 1:
+            raise InputError(f"n must be >= 1, got {n}")
+        seed = secrets.randbelow(MAX_SEED) if seed is None else seed
+        self.last_seed = seed
+        fmt = "array" if as_array else "png"
+
+        def task(k: int, start: int, stop: int) -> Callable[[], dict]:
+            def run() -> dict:
+                payload = {
+                    "n": stop - start,
+                    "seed": (seed + k) % (MAX_SEED + 1),
+                    "temperature": float(temperature),
+                    "format": fmt,
+                }
+                return self.post("sample", payload, stop - start)
+
+            return run
+
+        ranges = split(n, MAX_ITEMS)
+        answers = self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)])
+        return self._images([p for a in answers for p in a["predictions"]], as_array)
+
+    @staticmethod
+    def _images(preds: list[dict], as_array: bool) -> list[Image.Image] | np.ndarray:
+        if as_array:
+            return np.asarray([p["pixels"] for p in preds], dtype=np.float32)
+        return [_png_to_image(p["image_b64"]) for p in preds]

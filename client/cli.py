@@ -1,0 +1,217 @@
+"""`python -m client embed|sample|decode`: the client from the command line.
+
+    python -m client embed t10k-images-idx3-ubyte.gz --out emb.npy --labels-out labels.npy
+    python -m client sample --n 64 --seed 1 --out grid.png
+    python -m client decode --z 0.5,0.5 --model fashion-vae-2d --out img.png
+
+The server address and key come from --url / --token (or --token-file, the
+key_file.json TorchServe writes), defaulting to $LATENTSERVE_URL and
+$LATENTSERVE_TOKEN. An `--out` ending in .npy saves float arrays instead of PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from client import inputs
+from client.api import DEFAULT_URL, LatentClient
+from client.errors import InputError, LatentServeError
+from client.retry import RetryPolicy
+
+
+def read_token(args: argparse.Namespace) -> str | None:
+    if args.token_file:
+        try:
+            keys = json.loads(Path(args.token_file).read_text())
+            return keys["inference"]["key"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise InputError(
+                f"{args.token_file}: not a TorchServe key file with an inference key ({err!r})"
+            ) from None
+    return args.token or os.environ.get("LATENTSERVE_TOKEN") or None
+
+
+def make_client(args: argparse.Namespace) -> LatentClient:
+    return LatentClient(
+        args.url,
+        token=read_token(args),
+        model=args.model,
+        timeout=args.timeout,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        retry=RetryPolicy(retries=args.retries),
+    )
+
+
+def grid(images: list[Image.Image], cols: int | None = None, zoom: int = 1) -> Image.Image:
+    """Tile equal-size images row by row (cols defaults to ceil(sqrt(n)))."""
+    cols = cols or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    w, h = images[0].size
+    out = Image.new("L", (cols * w, rows * h), 0)
+    for i, img in enumerate(images):
+        out.paste(img.convert("L"), ((i % cols) * w, (i // cols) * h))
+    if zoom > 1:
+        out = out.resize((out.width * zoom, out.height * zoom), Image.Resampling.NEAREST)
+    return out
+
+
+def save_images(images, out: Path, cols: int | None, zoom: int) -> str:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, images)
+        return f"{out} ({' x '.join(map(str, images.shape))} float32)"
+    tiled = grid(images, cols, zoom)
+    tiled.save(out)
+    return f"{out} ({len(images)} image{'s' * (len(images) > 1)}, {tiled.width}x{tiled.height})"
+
+
+def source_labels(source: Path, count: int) -> np.ndarray | None:
+    """Labels of an embed source: the IDX labels file beside it, or class sub-folder names."""
+    if source.is_dir():
+        files = inputs.folder_images(source)
+        return np.asarray([str(p.parent.relative_to(source)) for p in files])
+    labels_path = inputs.idx_labels_path(source) if inputs.is_idx(source) else None
+    if labels_path is None:
+        return None
+    labels = inputs.read_idx(labels_path)
+    if labels.shape != (count,):
+        raise InputError(f"{labels_path}: {labels.shape[0]} labels for {count} images")
+    return labels
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    source = Path(args.source)
+    items = inputs.as_items(source)
+    labels = None
+    if args.labels_out:
+        labels = source_labels(source, len(items))
+        if labels is None:
+            raise InputError(
+                f"{source}: no labels found (an IDX images file needs its *-labels-idx1-ubyte "
+                "file beside it; a folder gives its sub-folder names)"
+            )
+    with make_client(args) as client:
+        start = time.perf_counter()
+        with tqdm(
+            total=len(items), unit="img", desc=f"embed {client.model}", disable=args.quiet
+        ) as bar:
+            result = client.encode(items, progress=bar.update)
+        elapsed = time.perf_counter() - start
+        stats = client.stats
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, result.z_mean)
+    written = [f"{out} {result.z_mean.shape}"]
+    if args.log_var_out:
+        if result.z_log_var is None:
+            raise InputError(f"{client.model} is an AE: it has no z_log_var")
+        np.save(args.log_var_out, result.z_log_var)
+        written.append(f"{args.log_var_out} {result.z_log_var.shape}")
+    if labels is not None:
+        np.save(args.labels_out, labels)
+        written.append(f"{args.labels_out} {labels.shape}")
+    rate = len(result) / elapsed if elapsed > 0 else float("inf")
+    print(
+        f"embedded {len(result)} images with {client.model} in {elapsed:.2f} s: "
+        f"{rate:.0f} items/s ({stats.requests} requests of <= {client.batch_size} items, "
+        f"{client.concurrency} in flight, {stats.retries} retries)\n"
+        f"wrote {', '.join(written)}"
+    )
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    as_array = Path(args.out).suffix == ".npy"
+    with make_client(args) as client:
+        images = client.sample(args.n, args.seed, args.temperature, as_array=as_array)
+        seed = client.last_seed
+    where = save_images(images, Path(args.out), args.cols, args.zoom)
+    print(f"sampled {args.n} from {args.model} (seed {seed}, temperature {args.temperature})")
+    print(f"wrote {where}")
+    return 0
+
+
+def parse_z(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--z takes comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    as_array = Path(args.out).suffix == ".npy"
+    with make_client(args) as client:
+        images = client.decode(args.z, as_array=as_array)
+    print(f"decoded {len(args.z)} latent vector(s) with {args.model}")
+    print(f"wrote {save_images(images, Path(args.out), args.cols, args.zoom)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get("LATENTSERVE_URL", DEFAULT_URL),
+        help="inference API (default $LATENTSERVE_URL or %(default)s)",
+    )
+    common.add_argument("--model", default="fashion-vae", help="model name (default %(default)s)")
+    auth = common.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="inference key (default $LATENTSERVE_TOKEN)")
+    auth.add_argument("--token-file", help="TorchServe's key_file.json (uses its inference key)")
+    common.add_argument("--batch-size", type=int, default=64, help="items per request")
+    common.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    common.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    common.add_argument("--retries", type=int, default=5, help="retries on 503/507/no connection")
+
+    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    embed = sub.add_parser("embed", parents=[common], help="images -> z_mean (.npy)")
+    embed.add_argument("source", help="an IDX images file, a PNG/JPEG file, or a folder of them")
+    embed.add_argument("--out", required=True, help="z_mean as an N x D .npy")
+    embed.add_argument("--labels-out", help="labels .npy (IDX labels file, or sub-folder names)")
+    embed.add_argument("--log-var-out", help="z_log_var as an N x D .npy (VAE)")
+    embed.add_argument("--quiet", action="store_true", help="no progress bar")
+    embed.set_defaults(run=cmd_embed)
+
+    for name, helptext in (("sample", "images from the prior"), ("decode", "z -> image(s)")):
+        p = sub.add_parser(name, parents=[common], help=helptext)
+        p.add_argument("--out", required=True, help="PNG grid, or .npy for float arrays")
+        p.add_argument("--cols", type=int, help="grid columns (default: square)")
+        p.add_argument("--zoom", type=int, default=1, help="integer upscale of the PNG")
+        if name == "sample":
+            p.add_argument("--n", type=int, default=64, help="number of images")
+            p.add_argument("--seed", type=int, help="same seed, same images (default random)")
+            p.add_argument("--temperature", type=float, default=1.0, help="prior spread")
+            p.set_defaults(run=cmd_sample)
+        else:
+            p.add_argument(
+                "--z", type=parse_z, action="append", required=True, help="e.g. 0.5,0.5 (repeat)"
+            )
+            p.set_defaults(run=cmd_decode)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except LatentServeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
