@@ -1,0 +1,234 @@
+"""Start the production TorchServe setup the way the container does: through
+`deploy/docker/entrypoint.sh`, with `deploy/config.production.properties`
+copied to a temp dir and only its addresses, ports and paths rewritten to
+loopback/temp values (see `production_config`). No Docker: the entrypoint runs
+directly, with java and the project's venv from this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PROD_CONFIG = DEPLOY / "config.production.properties"
+ENTRYPOINT = DEPLOY / "docker" / "entrypoint.sh"
+PROBE = DEPLOY / "docker" / "probe.py"
+LOG_CONFIG = DEPLOY / "docker" / "log4j2.xml"
+METRICS_CONFIG = DEPLOY / "metrics.yaml"
+VENV_BIN = Path(sys.executable).parent
+
+# The shipped model whose three archives the deploy tests serve (the smallest).
+# LATENTSERVE_DEPLOY_MODEL / LATENTSERVE_DEPLOY_STORE point them elsewhere.
+TEST_MODEL = os.environ.get("LATENTSERVE_DEPLOY_MODEL", "fashion-vae-2d")
+TEST_STORE = Path(os.environ.get("LATENTSERVE_DEPLOY_STORE", ROOT / "model_store"))
+
+
+def require_tools() -> None:
+    """Missing tools fail the test with the fix, never skip it."""
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.fail(
+            "java not found: TorchServe needs a Java 11+ runtime. "
+            "Install it with `make setup` (apt-get install openjdk-17-jre-headless)."
+        )
+    try:
+        import ts  # noqa: F401
+    except ImportError:
+        pytest.fail("TorchServe is not installed in this venv: run `make setup`.")
+    if shutil.which("bash") is None:
+        pytest.fail("bash not found: the entrypoint is a bash script (apt-get install bash).")
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """key=value lines as TorchServe's model_server.py reads them (last one wins)."""
+    props = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+@dataclass
+class Ports:
+    inference: int
+    management: int
+    metrics: int
+    grpc_inference: int
+    grpc_management: int
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(*free_ports(5))
+
+
+def production_config(dst: Path, ports: Ports, store: Path) -> Path:
+    """Copy the production config, rewriting only addresses, ports and paths.
+
+    Every other line (token auth, allowed_urls, size limits, queue, timeouts,
+    metrics mode) is the shipped file's, byte for byte.
+    """
+    text = PROD_CONFIG.read_text()
+    rewrites = {
+        "inference_address": f"http://127.0.0.1:{ports.inference}",
+        "management_address": f"http://127.0.0.1:{ports.management}",
+        "metrics_address": f"http://127.0.0.1:{ports.metrics}",
+        "grpc_inference_port": str(ports.grpc_inference),
+        "grpc_management_port": str(ports.grpc_management),
+        "model_store": str(store),
+        "metrics_config": str(METRICS_CONFIG),
+    }
+    for key, value in rewrites.items():
+        text, n = re.subn(rf"(?m)^{key}=.*$", f"{key}={value}", text)
+        assert n == 1, f"{PROD_CONFIG.name} must set {key} exactly once (found {n})"
+    dst.write_text(text)
+    return dst
+
+
+@dataclass
+class Server:
+    """A TorchServe started by entrypoint.sh; keys are re-read on every use."""
+
+    proc: subprocess.Popen
+    ports: Ports
+    workdir: Path
+    store: Path
+    models: str
+    log_path: Path
+    env: dict = field(default_factory=dict)
+
+    @property
+    def inference(self) -> str:
+        return f"http://127.0.0.1:{self.ports.inference}"
+
+    @property
+    def management(self) -> str:
+        return f"http://127.0.0.1:{self.ports.management}"
+
+    @property
+    def metrics(self) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.workdir / "key_file.json"
+
+    def key(self, kind: str) -> str:
+        return json.loads(self.key_file.read_text())[kind]["key"]
+
+    def auth(self, kind: str = "inference") -> dict:
+        return {"Authorization": f"Bearer {self.key(kind)}"}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def probe(self, mode: str, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [
+            sys.executable, str(PROBE), mode,
+            "--key-file", str(self.key_file),
+            "--management-url", self.management,
+            "--inference-url", self.inference,
+            "--model-store", str(self.store),
+            "--models", self.models,
+            *extra,
+        ]  # fmt: skip
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    def wait_ready(self, timeout: float = 240.0) -> None:
+        """Until the readiness probe passes (every model has a READY worker)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"entrypoint exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            last = self.probe("ready")
+            if last.returncode == 0:
+                return
+            time.sleep(1.0)
+        self.stop()
+        pytest.fail(f"not ready after {timeout}s: {last and last.stdout}\n{self.log()[-4000:]}")
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(10)
+
+
+def start(
+    tmp: Path,
+    store: Path,
+    models: str = "all",
+    extra_env: dict | None = None,
+    config: Path | None = None,
+) -> Server:
+    """Run entrypoint.sh in its own process group, like a container's PID 1."""
+    require_tools()
+    ports = Ports.free()
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "tmp").mkdir(exist_ok=True)
+    config = config or production_config(tmp / "config.properties", ports, store)
+    workdir = tmp / "work"
+    env = dict(
+        os.environ,
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        TMPDIR=str(tmp / "tmp"),  # worker sockets and unpacked archives: apart from other servers
+        TS_CONFIG_FILE=str(config),
+        TS_MODEL_STORE=str(store),
+        TS_MODELS=models,
+        TS_WORKDIR=str(workdir),
+        TS_LOG_CONFIG=str(LOG_CONFIG),
+        TS_PYTHON=sys.executable,
+        TS_STOP_TIMEOUT="20",
+    )
+    env.update(extra_env or {})
+    log_path = tmp / "entrypoint.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            ["bash", str(ENTRYPOINT)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Server(proc, ports, workdir, store, models, log_path, env)
+
+
+def get(url: str, **kw) -> requests.Response:
+    return requests.get(url, timeout=30, **kw)
+
+
+def post(url: str, **kw) -> requests.Response:
+    return requests.post(url, timeout=30, **kw)
