@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,9 @@ def load_script(model_dir: Path, info: ModelInfo, file: str, placement: Placemen
     got = hashlib.sha256(path.read_bytes()).hexdigest()
     if want is not None and want != got:
         raise ValueError(f"{file}: sha256 {got} does not match the manifest's {want}")
-    module = torch.jit.load(str(path), map_location=placement.device).eval()
+    with warnings.catch_warnings():  # TorchScript is the export contract (training/export.py)
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+        module = torch.jit.load(str(path), map_location=placement.device).eval()
     return module.half() if placement.dtype == torch.float16 else module
 
 

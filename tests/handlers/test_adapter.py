@@ -1,0 +1,191 @@
+"""The TorchServe adapter inside TorchServe's own Python worker code, no frontend.
+
+An archive built by `training/archive.py` is unpacked and loaded with
+TorchServe's `TsModelLoader` (as its worker does); batches go through
+`Service.predict`, which frames the answer exactly as the worker sends it to
+the Java frontend. We decode that frame and check each request's status,
+headers and body, and that every emitted metric line parses with the
+frontend's pattern (org.pytorch.serve.metrics.Metric.PATTERN, 0.12).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import struct
+import sys
+import zipfile
+
+import pytest
+import yaml
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+from ts.model_loader import TsModelLoader
+
+from handlers.metrics import BASE_DIMS, SPECS
+from tests.handlers.tiny import LATENT, pixels
+from training.archive import ROOT, build_archives
+
+METRIC_LINE = re.compile(
+    r"\s*([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|]*)(\|#type:([^|,]+))?"
+    r"\|#hostname:([^,]+),([^,]+)(,(.*))?"
+)
+
+
+@pytest.fixture(scope="module")
+def services(vae_dir, tmp_path_factory):
+    """{op: (Service, unpacked model dir)} for the tiny VAE's three archives."""
+    env = pytest.MonkeyPatch()  # the handler sets TS_DECODE_INPUT_REQUEST; undo afterwards
+    env.setenv("TS_DECODE_INPUT_REQUEST", "true")
+    out = tmp_path_factory.mktemp("mar")
+    build_archives(vae_dir.parent, out, models=[vae_dir.name], log=lambda *_: None)
+    loaded = {}
+    for op in ("encode", "decode", "sample"):
+        model_dir = out / f"unpacked-{op}"
+        with zipfile.ZipFile(out / f"{vae_dir.name}-{op}.mar") as z:
+            z.extractall(model_dir)
+        manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
+        metrics = MetricsCacheYamlImpl(config_file_path=str(ROOT / "deploy" / "metrics.yaml"))
+        metrics.initialize_cache()
+        metrics.model_name = f"{vae_dir.name}-{op}"
+        sys.path.insert(0, str(model_dir))
+        try:
+            service = TsModelLoader().load(
+                metrics.model_name,
+                str(model_dir),
+                manifest["model"]["handler"],
+                None,
+                8,
+                metrics_cache=metrics,
+            )
+        finally:
+            sys.path.remove(str(model_dir))
+        service.set_cl_socket(None)
+        loaded[op] = (service, model_dir)
+    yield loaded
+    env.undo()
+
+
+def wire_request(i: int, body: bytes, content_type: str = "application/json") -> dict:
+    """One request as the frontend frames it (ts/protocol/otf_message_handler.py)."""
+    return {
+        "requestId": f"req-{i}".encode(),
+        "parameters": [{"name": "body", "contentType": content_type, "value": body}],
+        "headers": [{"name": b"Content-Type", "value": content_type.encode()}],
+    }
+
+
+def read_response(frame: bytes) -> tuple[int, list[dict]]:
+    """Decode create_predict_response's frame into per-request dicts."""
+    pos = 0
+
+    def i32():
+        nonlocal pos
+        (v,) = struct.unpack_from("!i", frame, pos)
+        pos += 4
+        return v
+
+    def blob():
+        nonlocal pos
+        n = i32()
+        pos += n
+        return frame[pos - n : pos]
+
+    code = i32()
+    blob()  # message
+    out = []
+    while i32() != -1:
+        pos -= 4
+        req = {"id": blob().decode(), "content_type": blob().decode()}
+        req["status"], req["phrase"] = i32(), blob().decode()
+        req["headers"] = {blob().decode(): blob().decode() for _ in range(i32())}
+        req["body"] = blob()
+        out.append(req)
+    return code, out
+
+
+def test_archive_layout(services):
+    _, model_dir = services["encode"]
+    assert (model_dir / "encode_handler.py").exists()
+    assert (model_dir / "handlers" / "ts_adapter.py").exists()
+    assert (model_dir / "encoder.pt").exists() and not (model_dir / "decoder.pt").exists()
+    cfg = yaml.safe_load((model_dir / "model-config.yaml").read_text())
+    assert cfg["batchSize"] == 8 and cfg["handler"]["chunk_size"] >= 1
+
+
+def test_batch_with_a_bad_request_per_request_status(services, caplog):
+    service, _ = services["encode"]
+    good = json.dumps({"instances": pixels(3)}).encode()
+    batch = [
+        wire_request(0, good),
+        wire_request(1, b'{"instances": [{"pixels": [[0.5]]}]}'),
+        wire_request(2, b"\xff\xfe not json"),
+        wire_request(3, json.dumps({"instances": pixels(1)}).encode()),
+    ]
+    with caplog.at_level(logging.INFO):
+        code, replies = read_response(service.predict(batch))
+    assert code == 200
+    assert [r["id"] for r in replies] == ["req-0", "req-1", "req-2", "req-3"]
+    assert [(r["status"], r["phrase"]) for r in replies] == [
+        (200, "OK"),
+        (400, "Bad Request"),
+        (400, "Bad Request"),
+        (200, "OK"),
+    ]
+    assert all(r["content_type"] == "application/json" for r in replies)
+    assert len({r["headers"]["X-Latentserve-Batch-Id"] for r in replies}) == 1
+    assert replies[0]["headers"]["X-Latentserve-Batch-Items"] == "4"
+    assert len(json.loads(replies[0]["body"])["predictions"]) == 3
+    assert json.loads(replies[1]["body"])["error"]["field"] == "instances[0].pixels"
+    assert json.loads(replies[2]["body"])["error"]["code"] == "bad_json"
+    check_metric_lines(caplog, "encode", expect_items=4, expect_rejected=2)
+
+
+def check_metric_lines(caplog, op: str, expect_items: int, expect_rejected: int) -> None:
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[METRICS]")]
+    ours = [line for line in lines if "latentserve_" in line]
+    assert ours, lines
+    items = rejected = 0.0
+    for line in lines:
+        m = METRIC_LINE.fullmatch(line[len("[METRICS]") :])
+        assert m, f"the frontend could not parse: {line}"
+        name, dims = m.group(1), [d.split(":")[0] for d in m.group(4).split(",")]
+        if name in SPECS:
+            assert dims == list(BASE_DIMS + SPECS[name].dims), line
+            assert m.group(6) == SPECS[name].kind.upper()
+            items += float(m.group(3)) if name == "latentserve_items_total" else 0
+            rejected += float(m.group(3)) if name == "latentserve_rejected_total" else 0
+    assert (items, rejected) == (expect_items, expect_rejected)
+
+
+def test_raw_png_body_and_decode_and_sample(services):
+    enc, _ = services["encode"]
+    dec, _ = services["decode"]
+    smp, _ = services["sample"]
+    code, (s,) = read_response(smp.predict([wire_request(0, b'{"n": 2, "seed": 4}')]))
+    assert code == 200 and s["status"] == 200
+    png = base64.b64decode(json.loads(s["body"])["predictions"][0]["image_b64"])
+    _, (e,) = read_response(enc.predict([wire_request(0, png, "image/png")]))
+    assert e["status"] == 200
+    z = json.loads(e["body"])["predictions"][0]["z_mean"]
+    assert len(z) == LATENT
+    req = json.dumps({"instances": [{"z": z}], "format": "array"}).encode()
+    _, (d,) = read_response(dec.predict([wire_request(0, req)]))
+    assert d["status"] == 200 and len(json.loads(d["body"])["predictions"][0]["pixels"]) == 28
+
+
+def test_preparsed_json_bodies_work_too(services):
+    """With TS_DECODE_INPUT_REQUEST unset TorchServe passes parsed JSON: same answers."""
+    service, _ = services["sample"]
+    batch = [
+        {
+            "requestId": b"r",
+            "parameters": [
+                {"name": "body", "contentType": "application/json", "value": {"n": 1, "seed": 1}}
+            ],
+            "headers": [],
+        }
+    ]
+    _, (r,) = read_response(service.predict(batch))
+    assert r["status"] == 200 and json.loads(r["body"])["seed"] == 1

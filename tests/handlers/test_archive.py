@@ -1,0 +1,58 @@
+"""training/archive.py: contents, model-config.yaml, rebuild-on-change stamps, pruning."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import yaml
+
+from training import archive
+from training.archive import WorkerConfig, build_archives
+
+
+def quiet(*_):
+    pass
+
+
+def test_archives_contents_and_stamps(vae_dir, tmp_path, monkeypatch):
+    out = tmp_path / "store"
+    first = build_archives(vae_dir.parent, out, models=[vae_dir.name], log=quiet)
+    assert sorted(a.name for a in first) == [
+        f"tiny-vae-{op}" for op in ("decode", "encode", "sample")
+    ]
+    assert all(a.rebuilt for a in first)
+    with zipfile.ZipFile(out / "tiny-vae-sample.mar") as z:
+        names = set(z.namelist())
+        config = yaml.safe_load(z.read("model-config.yaml"))
+    assert {"sample_handler.py", "manifest.json", "decoder.pt", "handlers/engine.py"} <= names
+    assert "encoder.pt" not in names  # each archive carries only the file it needs
+    assert config == WorkerConfig().model_config()
+
+    again = build_archives(vae_dir.parent, out, models=[vae_dir.name], log=quiet)
+    assert not any(a.rebuilt for a in again)
+
+    # a change in handlers/ rebuilds every archive (a copy of the package stands in)
+    fake = tmp_path / "handlers"
+    shutil.copytree(archive.HANDLERS, fake, ignore=shutil.ignore_patterns("__pycache__"))
+    (fake / "limits.py").write_text((fake / "limits.py").read_text() + "\n# changed\n")
+    monkeypatch.setattr(archive, "HANDLERS", fake)
+    changed = build_archives(vae_dir.parent, out, models=[vae_dir.name], log=quiet)
+    assert all(a.rebuilt for a in changed)
+    with zipfile.ZipFile(out / "tiny-vae-encode.mar") as z:
+        assert z.read("handlers/limits.py").endswith(b"# changed\n")
+
+
+def test_export_change_and_pruning(ae_dir, tmp_path):
+    store = tmp_path / "models"
+    shutil.copytree(ae_dir, store / "m")
+    out = tmp_path / "out"
+    build_archives(store, out, log=quiet)
+    manifest = store / "m" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"name": "tiny-ae"', '"name": "m"'))
+    rebuilt = {a.operation: a.rebuilt for a in build_archives(store, out, log=quiet)}
+    assert rebuilt == {"encode": True, "decode": True, "sample": True}
+    shutil.rmtree(store / "m")
+    (out / "keep.txt").write_text("not an archive of ours")
+    assert build_archives(store, out, log=quiet) == []
+    assert not list(out.glob("*.mar")) and (out / "keep.txt").exists()

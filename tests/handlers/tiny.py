@@ -1,0 +1,59 @@
+"""Helpers of the handler unit tests: tiny exported models, engines, requests.
+
+The models are randomly initialised but exported through the real
+`training.export.export_model`, so they follow the export contract exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from handlers.codecs import RawRequest
+from handlers.device import placement
+from handlers.engine import Engine
+from handlers.limits import LIMITS
+from handlers.operations import FILES, OPERATIONS, ModelInfo, load_script
+from handlers.options import HandlerOptions
+from training.export import export_model
+from training.models import ModelConfig, build_model
+
+LATENT = 4
+
+
+def export_tiny(out: Path, kind: str, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(kind=kind, latent_dim=LATENT, hidden=32, channels=(8, 8, 8))
+    prior = None
+    if kind == "ae":
+        rng = np.random.default_rng(seed)
+        a = rng.normal(size=(LATENT, LATENT))
+        prior = {"type": "gaussian", "mean": [1.0, -2.0, 0.5, 3.0], "cov": (a @ a.T).tolist()}
+    export_model(
+        build_model(cfg),
+        out,
+        x_check=torch.rand(4, 1, 28, 28),
+        dataset={"name": "test"},
+        code_prior=prior,
+    )
+    return out
+
+
+def make_engine(model_dir: Path, op: str, chunk_size: int = 256) -> Engine:
+    options = HandlerOptions(chunk_size=chunk_size)
+    where = placement(None, options)
+    info = ModelInfo.from_dir(model_dir)
+    module = load_script(model_dir, info, FILES[op], where)
+    return Engine(OPERATIONS[op](info, module, LIMITS), options, where)
+
+
+def json_request(payload, content_type: str | None = "application/json") -> RawRequest:
+    return RawRequest(json.dumps(payload).encode(), content_type)
+
+
+def pixels(k: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"pixels": rng.random((28, 28)).round(4).tolist()} for _ in range(k)]
