@@ -37,20 +37,26 @@ class ServeError(RuntimeError):
 
 @dataclass(frozen=True)
 class Ports:
+    """TorchServe's five listeners (it always starts its gRPC servers too)."""
+
     inference: int = 8080
     management: int = 8081
     metrics: int = 8082
+    grpc_inference: int = 7070
+    grpc_management: int = 7071
 
     @classmethod
     def free(cls) -> Ports:
-        """Three free loopback ports chosen by the kernel (never 8080-8082 by chance)."""
-        socks = []
+        """Free loopback ports chosen by the kernel, never the defaults of `make serve`."""
+        socks, defaults = [], set(vars(cls()).values())
         try:
-            while len(socks) < 3:
+            while len(socks) < 5:
                 s = socket.socket()
                 s.bind(("127.0.0.1", 0))
-                if s.getsockname()[1] not in (8080, 8081, 8082):
+                if s.getsockname()[1] not in defaults:
                     socks.append(s)
+                else:
+                    s.close()
             return cls(*(s.getsockname()[1] for s in socks))
         finally:
             for s in socks:
@@ -170,6 +176,8 @@ class TorchServeProcess:
         props["inference_address"] = self.inference_url
         props["management_address"] = self.management_url
         props["metrics_address"] = self.metrics_url
+        props["grpc_inference_port"] = str(self.ports.grpc_inference)
+        props["grpc_management_port"] = str(self.ports.grpc_management)
         props["load_models"] = ",".join(f"{m}={m}.mar" for m in self.expected_models())
         head = f"# rendered from {self.base_config} by serving/process.py; edit that file\n"
         return head + "".join(f"{k}={v}\n" for k, v in props.items())
