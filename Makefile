@@ -86,3 +86,35 @@ stop: ## stop the TorchServe that `make serve` started
 
 schema: setup ## write the API's JSON Schemas (pydantic models) to docs/api/
 	$(PY) -m serving.schema docs/api
+
+# ---- deploy (docs/deploy.md) -------------------------------------------------
+OVERLAY       ?= cpu
+IMAGE         ?= latentserve
+IMAGE_TAG     ?= 0.1.0
+K8S_VERSION   ?= 1.33.0
+
+.PHONY: k8s-config k8s-render deploy-lint test-deploy docker-build docker-build-gpu
+k8s-config: ## copy deploy/config.production.properties into the kustomize base (ConfigMap source)
+	cp deploy/config.production.properties deploy/k8s/base/config.production.properties
+
+k8s-render: ## print the manifests of an overlay (OVERLAY=cpu|gpu)
+	@command -v kubectl >/dev/null || { echo "kubectl not found: see docs/deploy.md" >&2; exit 1; }
+	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
+
+deploy-lint: setup ## hadolint + shellcheck + kubernetes-validate (offline schemas) on deploy/
+	$(VENV)/bin/hadolint deploy/docker/Dockerfile deploy/docker/Dockerfile.gpu
+	$(VENV)/bin/shellcheck deploy/docker/entrypoint.sh
+	@command -v kubectl >/dev/null || { echo "kubectl not found: see docs/deploy.md" >&2; exit 1; }
+	for o in cpu gpu; do \
+	  kubectl kustomize deploy/k8s/overlays/$$o > $(VENV)/rendered-$$o.yaml; \
+	  $(VENV)/bin/kubernetes-validate --strict -k $(K8S_VERSION) $(VENV)/rendered-$$o.yaml; \
+	done
+
+test-deploy: setup ## the deployment tests only (real TorchServe via the entrypoint, manifests, images)
+	$(PY) -m pytest -q tests/deploy
+
+docker-build: ## build the CPU image (needs a Docker engine; none on the dev machine)
+	docker build -f deploy/docker/Dockerfile -t $(IMAGE):$(IMAGE_TAG)-cpu .
+
+docker-build-gpu: ## build the GPU image (needs a Docker engine)
+	docker build -f deploy/docker/Dockerfile.gpu -t $(IMAGE):$(IMAGE_TAG)-gpu .
