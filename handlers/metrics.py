@@ -46,16 +46,16 @@ SPECS: dict[str, MetricSpec] = {
         ("Operation", "Stage"),
         "seconds per batch in decode_input, model and encode_output",
     ),
-    "latentserve_encode_z_mean_norm_sum": MetricSpec(
+    "latentserve_encode_z_mean_norm_total": MetricSpec(
         "counter", "count", (), "sum over encoded items of ||z_mean||_2 (divide by items)"
     ),
-    "latentserve_encode_kl_sum": MetricSpec(
+    "latentserve_encode_kl_nats_total": MetricSpec(
         "counter", "count", (), "VAE: sum over encoded items of KL(q(z|x) || N(0, I)) in nats"
     ),
-    "latentserve_encode_z_mean_norm_mean": MetricSpec(
+    "latentserve_encode_batch_z_mean_norm": MetricSpec(
         "gauge", "count", (), "mean ||z_mean||_2 of the last encode batch"
     ),
-    "latentserve_encode_kl_mean": MetricSpec(
+    "latentserve_encode_batch_kl_nats": MetricSpec(
         "gauge", "count", (), "VAE: mean KL to the prior of the last encode batch, nats"
     ),
 }

@@ -201,13 +201,13 @@ class Encode(Operation):
         out = torch.cat(outs).double()
         mean = out[:, 0]
         norms = mean.norm(dim=1)
-        rec.add("latentserve_encode_z_mean_norm_sum", float(norms.sum()))
-        rec.add("latentserve_encode_z_mean_norm_mean", float(norms.mean()))
+        rec.add("latentserve_encode_z_mean_norm_total", float(norms.sum()))
+        rec.add("latentserve_encode_batch_z_mean_norm", float(norms.mean()))
         if self.info.kind == "vae":
             lv = out[:, 1]
             kl = (0.5 * (mean.pow(2) + lv.exp() - 1.0 - lv).sum(dim=1)).clamp_min(0.0)
-            rec.add("latentserve_encode_kl_sum", float(kl.sum()))
-            rec.add("latentserve_encode_kl_mean", float(kl.mean()))
+            rec.add("latentserve_encode_kl_nats_total", float(kl.sum()))
+            rec.add("latentserve_encode_batch_kl_nats", float(kl.mean()))
 
 
 class Decode(Operation):

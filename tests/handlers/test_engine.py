@@ -146,10 +146,10 @@ def test_encode_latent_statistics(vae_dir):
     mu = torch.tensor([p["z_mean"] for p in preds], dtype=torch.float64)
     lv = torch.tensor([p["z_log_var"] for p in preds], dtype=torch.float64)
     kl = 0.5 * (mu**2 + lv.exp() - 1 - lv).sum(1)
-    assert rec.total("latentserve_encode_z_mean_norm_sum") == pytest.approx(
+    assert rec.total("latentserve_encode_z_mean_norm_total") == pytest.approx(
         float(mu.norm(dim=1).sum()), rel=1e-5
     )
-    assert rec.total("latentserve_encode_kl_sum") == pytest.approx(float(kl.sum()), rel=1e-4)
+    assert rec.total("latentserve_encode_kl_nats_total") == pytest.approx(float(kl.sum()), rel=1e-4)
 
 
 def test_decode_formats_and_latent_checks(vae_dir):

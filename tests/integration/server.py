@@ -131,9 +131,13 @@ class LiveServer:
         return out
 
     def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples called `name` whose labels include `labels` (0 if none)."""
-        want = set(labels.items())
-        return sum(v for (n, lab), v in self.metrics().items() if n == name and want <= set(lab))
+        """Sum of the samples called `name` whose labels include `labels` (0 if none).
+
+        prometheus_client's parser names a counter's sample `<name>_total` even
+        when the exposition (TorchServe) calls it `<name>`: both are accepted.
+        """
+        want, names = set(labels.items()), (name, f"{name}_total")
+        return sum(v for (n, lab), v in self.metrics().items() if n in names and want <= set(lab))
 
     def wait_metric(self, name: str, target: float, timeout: float = 20.0, **labels) -> float:
         """Metrics arrive through the worker log asynchronously: poll until `target`."""

@@ -1,0 +1,80 @@
+"""Dynamic batching in a real TorchServe: concurrent requests of different sizes
+share one handler call, and each gets exactly its own items back, in order.
+
+To make the frontend put them in one batch deterministically, a large request
+first keeps the worker busy; the mixed requests queue up meanwhile, and when the
+worker is free TorchServe hands them over together (batchSize 8 >= 5). The
+responses prove the sharing: the same `X-Latentserve-Batch-Id` and
+`X-Latentserve-Batch-Requests: 5`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import requests
+import torch
+
+from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
+
+SIZES = [1, 7, 3, None, 12]  # None: a bad request in the middle of the batch
+
+
+def encode_locally(model_dir, items: np.ndarray) -> np.ndarray:
+    enc = torch.jit.load(str(model_dir / "encoder.pt"))
+    with torch.inference_mode():
+        out = enc(torch.from_numpy(items.astype(np.float32))[:, None])
+    return (out[0] if isinstance(out, tuple) else out).numpy()
+
+
+def send_concurrently(url: str, blocker: dict, payloads: list[dict]) -> list[requests.Response]:
+    results: list = [None] * len(payloads)
+    gate = threading.Barrier(len(payloads))
+
+    def one(i):
+        gate.wait()
+        results[i] = requests.post(url, json=payloads[i], timeout=120)
+
+    busy = threading.Thread(target=requests.post, args=(url,), kwargs={"json": blocker})
+    busy.start()
+    time.sleep(0.05)  # the blocker reaches the worker first
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(payloads))]
+    for t in threads:
+        t.start()
+    for t in threads + [busy]:
+        t.join()
+    return results
+
+
+def test_mixed_sizes_share_a_batch_and_get_their_own_items(torchserve, vae):
+    url = f"{torchserve.url}/predictions/{vae.name}-encode"
+    rng = np.random.default_rng(42)
+    data = [rng.random((k or 1, 28, 28)).round(5) for k in SIZES]
+    payloads = [
+        {"instances": [{"pixels": im.tolist()} for im in d]}
+        if k
+        else {"instances": [{"pixels": d[0][:20].tolist()}]}  # 20 rows: wrong shape
+        for k, d in zip(SIZES, data, strict=True)
+    ]
+    blocker = {"instances": [{"pixels": rng.random((28, 28)).tolist()} for _ in range(256)]}
+    for attempt in range(1, 4):
+        replies = send_concurrently(url, blocker, payloads)
+        if len({r.headers[BATCH_ID] for r in replies}) == 1:
+            break
+        print(f"attempt {attempt}: requests were split over batches, retrying")
+    assert len({r.headers[BATCH_ID] for r in replies}) == 1, "never shared one batch"
+    assert {r.headers[BATCH_REQUESTS] for r in replies} == {"5"}
+    assert {r.headers[BATCH_ITEMS] for r in replies} == {str(sum(k or 0 for k in SIZES))}
+
+    assert [r.status_code for r in replies] == [200, 200, 200, 400, 200]
+    bad = replies[3].json()["error"]
+    assert (bad["code"], bad["field"]) == ("wrong_shape", "instances[0].pixels")
+    for k, d, r in zip(SIZES, data, replies, strict=True):
+        if k is None:
+            continue
+        got = np.array([p["z_mean"] for p in r.json()["predictions"]])
+        assert got.shape == (k, vae.latent_dim)
+        assert np.allclose(got, encode_locally(vae.model_dir, d), atol=1e-4)
+    assert torchserve.ping().status_code == 200
