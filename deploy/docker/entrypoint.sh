@@ -157,8 +157,9 @@ while :; do
     rc=$?
     kill -0 "$child" 2>/dev/null || break
     if [[ $stopping == 1 ]]; then
-        deadline=$((SECONDS + TS_STOP_TIMEOUT))
-        while kill -0 "$child" 2>/dev/null && ((SECONDS < deadline)); do
+        # at least TS_STOP_TIMEOUT seconds (SECONDS has a 1 s resolution: count ticks)
+        ticks=$((TS_STOP_TIMEOUT * 5))
+        while kill -0 "$child" 2>/dev/null && ((ticks-- > 0)); do
             sleep 0.2
         done
         if kill -0 "$child" 2>/dev/null; then

@@ -6,25 +6,16 @@ import sys
 import pytest
 
 from tests.deploy import tsproc
+from tests.integration.server import export_fixture
 
 
 @pytest.fixture(scope="session")
 def deploy_store(tmp_path_factory):
     """The three archives of the test model, built as the image build does."""
-    export = tsproc.TEST_STORE / tsproc.TEST_MODEL / "manifest.json"
-    if not export.exists():
-        pytest.fail(
-            f"{export} not found: the deploy tests serve the shipped model "
-            f"{tsproc.TEST_MODEL!r}. Train and export it with `make models` "
-            "(or point LATENTSERVE_DEPLOY_STORE/LATENTSERVE_DEPLOY_MODEL at another export)."
-        )
+    exports = tmp_path_factory.mktemp("exports")
+    export_fixture(exports / tsproc.TEST_MODEL, "vae", latent_dim=tsproc.LATENT_DIM)
     out = tmp_path_factory.mktemp("model-store")
-    cmd = [
-        sys.executable, "-m", "training.archive",
-        "--store", str(tsproc.TEST_STORE),
-        "--models", tsproc.TEST_MODEL,
-        "--out", str(out),
-    ]  # fmt: skip
+    cmd = [sys.executable, "-m", "training.archive", "--store", str(exports), "--out", str(out)]
     proc = subprocess.run(cmd, cwd=tsproc.ROOT, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         pytest.fail(f"building archives failed:\n{proc.stdout}\n{proc.stderr}")

@@ -55,7 +55,7 @@ def test_serves_then_drains_and_stops_cleanly_on_sigterm(deploy_store, tmp_path)
             f"{server.management}/models/{decode}", headers=server.auth("management"), timeout=30
         ).json()[0]
         assert desc["jobQueueStatus"]["remainingCapacity"] == 7
-        body = {"instances": [{"z": [0.0] * _latent_dim()}]}
+        body = {"instances": [{"z": [0.0] * tsproc.LATENT_DIM}]}
         assert requests.post(url, json=body, headers=server.auth(), timeout=30).status_code == 200
 
         java = _children(server.proc.pid)
@@ -88,13 +88,6 @@ def test_serves_then_drains_and_stops_cleanly_on_sigterm(deploy_store, tmp_path)
     for pid in java:
         assert not os.path.exists(f"/proc/{pid}"), "the JVM outlived the entrypoint"
     assert server.probe("live").returncode == 1  # a stopped server fails its probes
-
-
-def _latent_dim() -> int:
-    import json
-
-    manifest = tsproc.TEST_STORE / tsproc.TEST_MODEL / "manifest.json"
-    return json.loads(manifest.read_text())["latent_dim"]
 
 
 def test_hung_server_is_killed_after_the_stop_timeout(deploy_store, tmp_path):

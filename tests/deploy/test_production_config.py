@@ -8,7 +8,6 @@ answers; docs/deploy.md quotes them.
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -24,8 +23,7 @@ INVALID_KEY = "InvalidKeyException"
 
 
 def decode_body(n: int = 1) -> dict:
-    manifest = json.loads((tsproc.TEST_STORE / tsproc.TEST_MODEL / "manifest.json").read_text())
-    return {"instances": [{"z": [0.0] * manifest["latent_dim"]} for _ in range(n)]}
+    return {"instances": [{"z": [0.0] * tsproc.LATENT_DIM} for _ in range(n)]}
 
 
 def decode_url(server) -> str:
