@@ -174,6 +174,8 @@ def test_metrics_port_needs_no_token_and_counts_requests(prod_server):
     r = get(f"{prod_server.metrics}/metrics")
     assert r.status_code == 200
     assert f'ts_inference_requests_total{{model_name="{tsproc.TEST_MODEL}-decode"' in r.text
+    # the two series the queue-latency HPA variant reads (components/hpa-queue-latency)
+    assert f'ts_queue_latency_microseconds{{model_name="{tsproc.TEST_MODEL}-decode"' in r.text
     assert "latentserve_items_total" in r.text  # the handlers' own metrics arrive too
 
 
