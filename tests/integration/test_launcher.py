@@ -1,0 +1,47 @@
+"""serving/: config rendering, `make serve` on a running server, status, stop."""
+
+from __future__ import annotations
+
+from serving import cli
+from serving.process import BASE_CONFIG, Ports, TorchServeProcess, read_properties
+
+
+def test_rendered_config_has_absolute_paths_ports_and_models(torchserve):
+    p = torchserve.process
+    props = read_properties(p.config_path)
+    base = read_properties(BASE_CONFIG)
+    assert props["inference_address"] == p.inference_url
+    assert props["management_address"] == p.management_url
+    assert props["metrics_address"] == p.metrics_url
+    assert props["grpc_inference_port"] == str(p.ports.grpc_inference)
+    assert props["model_store"] == str(p.model_store)
+    assert props["metrics_config"].startswith("/") and props["metrics_config"].endswith(
+        base["metrics_config"]
+    )
+    assert props["load_models"].split(",") == [f"{m}={m}.mar" for m in p.expected_models()]
+    for key in ("disable_token_authorization", "metrics_mode", "max_request_size"):
+        assert props[key] == base[key]
+    assert 8080 not in vars(p.ports).values()
+
+
+def test_second_start_says_it_is_running(torchserve, capsys):
+    assert cli.start(torchserve.process, timeout=5) == 0
+    out = capsys.readouterr().out
+    assert "already running" in out and f"pid {torchserve.process.pid()}" in out
+    assert cli.status(torchserve.process) == 0
+    out = capsys.readouterr().out
+    assert all(m in out for m in torchserve.process.expected_models())
+
+
+def test_stop_without_a_server(tmp_path, capsys):
+    idle = TorchServeProcess(run_dir=tmp_path, model_store=tmp_path, ports=Ports.free())
+    assert idle.pid() is None
+    assert cli.stop(idle) == 0
+    assert "not running" in capsys.readouterr().out
+    assert cli.status(idle) == 1
+
+
+def test_local_server_uses_the_config_ports():
+    local = cli.local_server()
+    assert local.ports == Ports(8080, 8081, 8082, 7070, 7071)
+    assert local.run_dir.name == "torchserve" and local.run_dir.parent.name == "logs"
