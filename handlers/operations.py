@@ -128,6 +128,10 @@ class Operation:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
 
+    def example(self, n: int) -> torch.Tensor:
+        """A valid model input of n items (for warm-up): latents; Encode overrides."""
+        return torch.zeros(n, self.info.latent_dim)
+
     def respond(self, parsed: Parsed, out: torch.Tensor) -> dict:
         raise NotImplementedError
 
@@ -168,6 +172,9 @@ class Encode(Operation):
             extras.append(conv)
         x = torch.from_numpy(np.stack(arrays)[:, None])
         return Parsed(x, req, _seed(req.seed) if req.sample else None, extras)
+
+    def example(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, 1, *self.info.image_hw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.module(x)

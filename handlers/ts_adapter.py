@@ -75,6 +75,7 @@ class LatentHandler(BaseHandler):
         module = load_script(model_dir, info, FILES[self.operation], self.placement)
         op = OPERATIONS[self.operation](info, module, LIMITS)
         self.engine = Engine(op, options, self.placement)
+        self.engine.warmup()
         self.initialized = True
         log.info(
             "latentserve %s of %s (%s, latent %d) on %s %s, %d thread(s), chunk %d; code from %s",

@@ -213,3 +213,11 @@ def test_vae_sample_temperature_scales_a_standard_normal(vae_dir):
     one = engine.op.parse(json_request({"n": 8, "seed": 3})).x
     two = engine.op.parse(json_request({"n": 8, "seed": 3, "temperature": 2.0})).x
     assert torch.allclose(two, 2 * one, atol=1e-6)
+
+
+def test_warmup_runs_every_operation_without_recording(vae_dir, ae_dir):
+    for model_dir in (vae_dir, ae_dir):
+        for op in ("encode", "decode", "sample"):
+            engine = make_engine(model_dir, op)
+            engine.warmup()
+            assert engine.op.forward(engine.op.example(2)).shape[0] == 2
