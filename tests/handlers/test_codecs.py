@@ -40,6 +40,12 @@ def test_parse_json_accepts_bytes_str_and_preparsed():
         assert codecs.parse_json(RawRequest(body), SampleRequest, LIMITS).n == 3
 
 
+@pytest.mark.parametrize("ctype", [None, "application/json", "text/plain"])
+def test_json_under_other_content_types(ctype):
+    """Browsers send JSON as text/plain to avoid a CORS preflight (the explorer does)."""
+    assert codecs.parse_json(RawRequest(b'{"n": 2}', ctype), SampleRequest, LIMITS).n == 2
+
+
 @pytest.mark.parametrize(
     ("body", "code", "field"),
     [
