@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from client import inputs
-from client.api import DEFAULT_URL, LatentClient
+from client.api import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_URL, LatentClient
 from client.errors import InputError, LatentServeError
 from client.retry import RetryPolicy
 
@@ -171,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     auth = common.add_mutually_exclusive_group()
     auth.add_argument("--token", help="inference key (default $LATENTSERVE_TOKEN)")
     auth.add_argument("--token-file", help="TorchServe's key_file.json (uses its inference key)")
-    common.add_argument("--batch-size", type=int, default=64, help="items per request")
-    common.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    common.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="items per request (<= 256)"
+    )
+    common.add_argument(
+        "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight"
+    )
     common.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     common.add_argument("--retries", type=int, default=5, help="retries on 503/507/no connection")
 
@@ -205,8 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _glue_z(argv: list[str]) -> list[str]:
+    """`--z -1,0.5` -> `--z=-1,0.5`: argparse would take "-1,0.5" for an option."""
+    out, it = [], iter(argv)
+    for arg in it:
+        out.append(f"--z={next(it, '')}" if arg == "--z" else arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_glue_z(sys.argv[1:] if argv is None else argv))
     try:
         return args.run(args)
     except InputError as err:

@@ -184,3 +184,21 @@ def test_bad_arguments_fail_before_sending():
         LatentClient(batch_size=257)
     with pytest.raises(LatentServeError, match="N x D"):
         Scripted().decode(np.zeros((2, 2, 2)))
+
+
+def test_ae_answers_have_no_log_var():
+    class AE(Scripted):
+        def _post_once(self, url, body):
+            n = len(json.loads(body)["instances"])
+            preds = [{"z_mean": [1.0, 2.0, 3.0], "z_log_var": None}] * n
+            return 200, {}, json.dumps({"predictions": preds}).encode()
+
+    out = AE(batch_size=2).encode(numbered(3))
+    assert out.z_mean.shape == (3, 3) and out.z_log_var is None and out.z is None
+
+
+def test_cli_takes_negative_latents():
+    from client.cli import _glue_z, build_parser
+
+    argv = _glue_z(["decode", "--z", "-1,0.5", "--z", "2,-3", "--out", "x.png"])
+    assert build_parser().parse_args(argv).z == [[-1.0, 0.5], [2.0, -3.0]]
