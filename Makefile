@@ -60,7 +60,7 @@ baselines: setup ## train the MLP baselines and cross-checks of the README's res
 	$(PY) -m training.recipes table
 
 # ---- quality ---------------------------------------------------------------
-test: setup lint ## lint, then the whole test suite (unit, training, integration)
+test: setup lint chromium ## lint, then the whole test suite (unit, training, integration)
 	$(PY) -m pytest -q
 
 lint: setup ## ruff check + format check
@@ -118,3 +118,33 @@ docker-build: ## build the CPU image (needs a Docker engine; none on the dev mac
 
 docker-build-gpu: ## build the GPU image (needs a Docker engine)
 	docker build -f deploy/docker/Dockerfile.gpu -t $(IMAGE):$(IMAGE_TAG)-gpu .
+
+# ---- client ----------------------------------------------------------------
+# The Python client (client/, docs/client.md) and the latent explorer (explorer/).
+# The explorer's port must match cors_allowed_origin in deploy/config.properties.
+EXPLORER_PORT   := 8000
+LATENTSERVE_URL ?= http://127.0.0.1:8080
+EMBED_MODEL     ?= fashion-vae
+
+.PHONY: chromium explorer explorer-points embed
+chromium: ## Debian's chromium + chromedriver for the explorer's browser test (apt-get when missing)
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "apt-get install: chromium chromium-driver"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver; \
+	fi
+
+explorer: setup ## serve the latent explorer on http://127.0.0.1:8000 (the API: `make serve`)
+	@$(PY) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/ping", timeout=3)' \
+	  $(LATENTSERVE_URL) 2>/dev/null || echo "note: no API at $(LATENTSERVE_URL) yet: run make serve"
+	@echo "latent explorer: http://127.0.0.1:$(EXPLORER_PORT)/?api=$(LATENTSERVE_URL)   (Ctrl-C stops it)"
+	$(PY) -m http.server $(EXPLORER_PORT) --bind 127.0.0.1 --directory explorer
+
+explorer-points: setup ## re-encode the test set into the explorer's explorer/data/fashion-vae-2d.json (needs `make serve`)
+	$(PY) -m explorer.make_points --url $(LATENTSERVE_URL)
+
+embed: setup ## bulk-embed the Fashion-MNIST test set through the client into runs/embeddings/ (needs `make serve`)
+	$(PY) -m client embed $(FASHION_DIR)/t10k-images-idx3-ubyte.gz --url $(LATENTSERVE_URL) \
+	  --model $(EMBED_MODEL) --out runs/embeddings/$(EMBED_MODEL)-z_mean.npy \
+	  --labels-out runs/embeddings/labels.npy
