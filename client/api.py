@@ -124,13 +124,14 @@ class LatentClient:
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-                self._pool = None
-            for session in self._sessions:
-                session.close()
-            self._sessions.clear()
-        self._local = threading.local()
+            pool, self._pool = self._pool, None
+        if pool is not None:  # outside the lock: running tasks may still open sessions
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+            self._local = threading.local()
+        for session in sessions:
+            session.close()
 
     def _session(self) -> requests.Session:
         """One keep-alive session per thread (requests.Session is not thread-safe)."""

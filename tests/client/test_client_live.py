@@ -187,6 +187,7 @@ class LateForwarder:
         self.target = target_port
         self.listener: socket.socket | None = None
         self.threads: list[threading.Thread] = []
+        self.connections = 0
 
     def open(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", self.port))
@@ -200,6 +201,7 @@ class LateForwarder:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
+            self.connections += 1
             upstream = socket.create_connection(("127.0.0.1", self.target))
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -235,6 +237,21 @@ def test_retries_connection_refused_until_the_server_listens(server, images):
             np.testing.assert_allclose(got, direct.encode(images[:5]).z_mean, atol=1e-6)
     finally:
         opener.join()
+        forwarder.close()
+
+
+def test_connections_are_kept_alive_and_bounded(server, images):
+    """30 requests, 3 in flight: 3 TCP connections, reused across calls."""
+    forwarder = LateForwarder(server.process.ports.inference)
+    forwarder.open()
+    try:
+        url = f"http://127.0.0.1:{forwarder.port}"
+        with LatentClient(url, model=EXPLORER_MODEL, batch_size=10, concurrency=3) as client:
+            client.encode(images[:300])
+            client.encode(images[:300])
+            assert client.stats.requests == 60
+        assert forwarder.connections == 3
+    finally:
         forwarder.close()
 
 
