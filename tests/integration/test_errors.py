@@ -318,11 +318,7 @@ def pids_before(torchserve):
     return torchserve.worker_pids()
 
 
-@pytest.mark.parametrize(
-    ("op", "kind", "body", "ctype", "code", "field"),
-    [c[1:] for c in CASES],
-    ids=[c[0] for c in CASES],
-)
+@pytest.mark.parametrize(("op", "kind", "body", "ctype", "code", "field"), CASES)
 def test_bad_input_gets_its_400(torchserve, pids_before, op, kind, body, ctype, code, field):
     m = torchserve.model(kind)
     data = body(m.latent_dim)

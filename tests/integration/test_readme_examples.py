@@ -54,7 +54,9 @@ def test_readme_has_examples_for_every_operation():
 def test_readme_example_block_runs(torchserve, tmp_path, index):
     block = examples()[index]
     served = {m.name for m in torchserve.models}
-    for model in sorted(set(re.findall(r"/predictions/([\w-]+)-(?:encode|decode|sample)", block))):
+    for model in sorted(
+        set(re.findall(r"/(?:predictions|models)/([\w-]+)-(?:encode|decode|sample)", block))
+    ):
         if model not in served:
             pytest.fail(
                 f"README example uses the shipped model {model!r}, which is not in model_store/: "
