@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 
+import psutil
 import pytest
 import requests
 
@@ -32,8 +33,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(x) for x in out.stdout.split()]
+    return [p.pid for p in psutil.Process(pid).children()]
 
 
 def test_serves_then_drains_and_stops_cleanly_on_sigterm(deploy_store, tmp_path):
