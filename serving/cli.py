@@ -12,8 +12,10 @@ which `make serve` runs first).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -51,13 +53,11 @@ def local_server(run_dir: Path = RUN_DIR, store: Path = ROOT / "model_store") ->
 
 
 def _example_model(server: TorchServeProcess) -> tuple[str, int]:
-    import json
-
+    """A served model for the examples, and its latent_dim (from its decode archive)."""
     names = {m.rsplit("-", 1)[0] for m in server.expected_models()}
     model = next((m for m in PREFERRED if m in names), min(names))
-    manifest = server.model_store / model / "manifest.json"
-    dim = json.loads(manifest.read_text())["latent_dim"] if manifest.exists() else 2
-    return model, dim
+    with zipfile.ZipFile(server.model_store / f"{model}-decode.mar") as z:
+        return model, json.loads(z.read("manifest.json"))["latent_dim"]
 
 
 def print_examples(server: TorchServeProcess) -> None:

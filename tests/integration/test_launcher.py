@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+
 from serving import cli
 from serving.process import BASE_CONFIG, Ports, TorchServeProcess, read_properties
 
@@ -45,3 +48,20 @@ def test_local_server_uses_the_config_ports():
     local = cli.local_server()
     assert local.ports == Ports(8080, 8081, 8082, 7070, 7071)
     assert local.run_dir.name == "torchserve" and local.run_dir.parent.name == "logs"
+
+
+def test_printed_curl_examples_work(torchserve, tmp_path, capsys):
+    """What `make serve` prints after READY runs as printed (against this server)."""
+    cli.print_examples(torchserve.process)
+    script = capsys.readouterr().out
+    wrapper = "curl() { command curl -w '%{stderr}HTTP_STATUS %{http_code}\\n' \"$@\"; }\n"
+    proc = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + wrapper + script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    statuses = re.findall(r"HTTP_STATUS (\d+)", proc.stderr)
+    assert statuses == ["200"] * script.count("\ncurl "), (statuses, script)
