@@ -101,10 +101,12 @@ class Engine:
         with self._stage(batch, "model"):
             try:
                 x = torch.cat([batch.parsed[i].x for i in live])
-                y = self._chunked(x, batch.recorder)
+                attempt = Recorder()  # kept only if the whole batch succeeds
+                y = self._chunked(x, attempt)
                 parts = torch.split(y, [batch.parsed[i].items for i in live])
                 for i, part in zip(live, parts, strict=True):
                     batch.outputs[i] = part
+                batch.recorder.observations += attempt.observations
             except Exception:
                 log.exception("model failed on the whole batch; retrying request by request")
                 for i in live:

@@ -101,8 +101,9 @@ def test_model_failure_on_the_batch_falls_back_per_request(vae_dir, monkeypatch)
 
     monkeypatch.setattr(engine.op, "forward", forward)
     z = {"z": [0.0] * LATENT}
-    replies, _ = engine.handle([json_request({"instances": [z] * k}) for k in (2, 2)])
+    replies, rec = engine.handle([json_request({"instances": [z] * k}) for k in (2, 2)])
     assert [r.status for r in replies] == [200, 200]
+    assert rec.total("latentserve_model_batch_items") == 4  # the failed attempt is not counted
 
 
 def test_encode_raw_png_and_b64_equal_pixels(vae_dir):
