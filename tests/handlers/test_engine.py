@@ -91,11 +91,12 @@ def test_a_crashing_request_gets_a_500_alone(vae_dir, monkeypatch):
 
 
 def test_model_failure_on_the_batch_falls_back_per_request(vae_dir, monkeypatch):
-    engine = make_engine(vae_dir, "decode")
-    real = engine.op.forward
+    engine = make_engine(vae_dir, "decode", chunk_size=2)
+    real, calls = engine.op.forward, []
 
     def forward(x):
-        if len(x) > 3:  # fails on the merged batch only
+        calls.append(len(x))
+        if len(calls) == 2:  # the merged batch's second chunk fails once
             raise RuntimeError("out of memory")
         return real(x)
 
@@ -103,6 +104,7 @@ def test_model_failure_on_the_batch_falls_back_per_request(vae_dir, monkeypatch)
     z = {"z": [0.0] * LATENT}
     replies, rec = engine.handle([json_request({"instances": [z] * k}) for k in (2, 2)])
     assert [r.status for r in replies] == [200, 200]
+    assert calls == [2, 2, 2, 2]  # merged: 2 ok + 2 failed; then one call per request
     assert rec.total("latentserve_model_batch_items") == 4  # the failed attempt is not counted
 
 
