@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CONFIG = ROOT / "deploy" / "config.properties"
 PATH_KEYS = ("model_store", "metrics_config")
+# ts_log.log lines meaning a worker could not load its model (it would retry forever)
+LOAD_FAILURES = ("Load model failed", "Backend worker process died")
 MODEL_SERVER = "org.pytorch.serve.ModelServer"
 
 
@@ -258,6 +260,8 @@ class TorchServeProcess:
         while True:
             if self.pid() is None:
                 raise ServeError(f"TorchServe exited while loading models:\n{self.log_tail()}")
+            if self.load_failed():
+                raise ServeError(f"a worker failed to load its model:\n{self.log_tail()}")
             try:
                 status = self.model_status()
                 if all(s and all(w == "READY" for w in s) for s in status.values()):
@@ -297,6 +301,11 @@ class TorchServeProcess:
                 break
             time.sleep(1.0)
         (self.run_dir / "pgid").unlink(missing_ok=True)
+
+    def load_failed(self) -> bool:
+        path = self.log_dir / "ts_log.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return any(marker in text for marker in LOAD_FAILURES)
 
     def log_tail(self, lines: int = 40) -> str:
         chunks = []

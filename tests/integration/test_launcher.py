@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import time
+
+import pytest
 
 from serving import cli
-from serving.process import BASE_CONFIG, Ports, TorchServeProcess, read_properties
+from serving.process import BASE_CONFIG, Ports, ServeError, TorchServeProcess, read_properties
+from tests.integration.server import export_fixture
+from training.archive import build_archives
 
 
 def test_rendered_config_has_absolute_paths_ports_and_models(torchserve):
@@ -65,3 +71,28 @@ def test_printed_curl_examples_work(torchserve, tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr
     statuses = re.findall(r"HTTP_STATUS (\d+)", proc.stderr)
     assert statuses == ["200"] * script.count("\ncurl "), (statuses, script)
+
+
+def test_a_model_that_cannot_load_fails_fast_with_its_log(tmp_path):
+    """A broken export makes wait_ready fail with the worker's traceback, not hang."""
+    broken = export_fixture(tmp_path / "models" / "broken", "vae", latent_dim=2)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["prior"] = {"type": "laplace"}
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    build_archives(broken.parent, tmp_path / "store", log=lambda *_: None)
+    server = TorchServeProcess(
+        run_dir=tmp_path / "run",
+        model_store=tmp_path / "store",
+        models=["broken-sample"],
+        ports=Ports.free(),
+    )
+    server.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServeError, match="failed to load") as info:
+            server.wait_ready(timeout=120)
+        assert time.monotonic() - started < 60
+        assert "unknown prior type 'laplace'" in str(info.value)
+    finally:
+        server.stop()
+    assert server.pid() is None
