@@ -135,6 +135,7 @@ class TorchServeProcess:
     host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
+        self._log_offset = 0  # ts_log.log size at start(): older lines are other runs'
         self.run_dir = Path(self.run_dir).resolve()
         self.model_store = Path(self.model_store).resolve()
 
@@ -218,6 +219,8 @@ class TorchServeProcess:
         for sub in ("logs", "tmp"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         self.pid_file.unlink(missing_ok=True)
+        ts_log = self.log_dir / "ts_log.log"
+        self._log_offset = ts_log.stat().st_size if ts_log.exists() else 0
         self.config_path.write_text(self.render_config())
         env = dict(
             os.environ,
@@ -303,8 +306,13 @@ class TorchServeProcess:
         (self.run_dir / "pgid").unlink(missing_ok=True)
 
     def load_failed(self) -> bool:
+        """A load failure in ts_log.log since this start() (the log appends across runs)."""
         path = self.log_dir / "ts_log.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
+        if not path.exists():
+            return False
+        with open(path, "rb") as f:
+            f.seek(self._log_offset)
+            text = f.read().decode(errors="replace")
         return any(marker in text for marker in LOAD_FAILURES)
 
     def log_tail(self, lines: int = 40) -> str:
