@@ -148,3 +148,19 @@ embed: setup ## bulk-embed the Fashion-MNIST test set through the client into ru
 	$(PY) -m client embed $(FASHION_DIR)/t10k-images-idx3-ubyte.gz --url $(LATENTSERVE_URL) \
 	  --model $(EMBED_MODEL) --out runs/embeddings/$(EMBED_MODEL)-z_mean.npy \
 	  --labels-out runs/embeddings/labels.npy
+
+# ---- load ----
+# Load tests (loadtests/, issue 5). Reports go to loadtests/results/.
+LOAD_HOST    ?= http://127.0.0.1:8080
+LOAD_MODELS  ?= fashion-vae
+LOAD_USERS   ?= 20
+LOAD_SPAWN   ?= 10
+LOAD_TIME    ?= 60s
+
+.PHONY: loadtest
+loadtest: setup ## locust, headless, against a running server (`make serve`): LOAD_USERS, LOAD_TIME, LOAD_HOST, LOAD_MODELS
+	$(PY) -m locust -f loadtests/locustfile.py --headless --users $(LOAD_USERS) \
+	  --spawn-rate $(LOAD_SPAWN) --run-time $(LOAD_TIME) --host $(LOAD_HOST) \
+	  --models $(LOAD_MODELS) --csv loadtests/results/locust \
+	  --html loadtests/results/locust.html --only-summary --stop-timeout 30
+	@echo "reports: loadtests/results/locust_stats.csv, locust_failures.csv, locust.html"

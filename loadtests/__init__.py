@@ -1,0 +1,1 @@
+"""Load tests (locust), the benchmark harness (`make bench`) and their shared helpers."""
