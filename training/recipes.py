@@ -33,8 +33,17 @@ NLL_IMAGES = 2000  # first N test images for the NLL (the other metrics use all 
 SHIPPED: dict[str, TrainConfig] = {
     "fashion-vae": TrainConfig(dataset="fashion-mnist", kind="vae", latent_dim=32, epochs=30),
     "fashion-vae-2d": TrainConfig(dataset="fashion-mnist", kind="vae", latent_dim=2, epochs=20),
+    # The AE is wider (a plain conv AE stops at MSE 0.0078 on validation) and mirrors
+    # half of each batch: its train/validation gap was 6 % without.
     "fashion-ae": TrainConfig(
-        dataset="fashion-mnist", kind="ae", latent_dim=32, epochs=20, recon="mse"
+        dataset="fashion-mnist",
+        kind="ae",
+        latent_dim=32,
+        epochs=30,
+        recon="mse",
+        hidden=384,
+        channels=(48, 96, 128),
+        hflip=True,
     ),
     "mnist-vae-2d": TrainConfig(dataset="mnist", kind="vae", latent_dim=2, epochs=15),
 }

@@ -39,6 +39,7 @@ class TrainConfig:
     warmup_epochs: int = 0  # linear KL warm-up (beta from 0 to beta); 0 = off
     beta: float = 1.0
     recon: str = "bce"
+    hflip: bool = False  # augment: mirror half of each batch left-right
     seed: int = 0
     val_size: int = 5000
     limit: int | None = None  # use only this many training images (tests, smoke runs)
@@ -130,6 +131,9 @@ def train(cfg: TrainConfig, train_split: Split | None = None, val_split: Split |
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, progress)
             xb = x_train[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]].to(device)
+            if cfg.hflip:
+                flip = torch.rand(len(xb), 1, 1, 1, generator=gen) < 0.5
+                xb = torch.where(flip.to(device), xb.flip(-1), xb)
             terms = autoencoder_loss(model, xb, cfg.recon, beta_at(cfg, progress))
             opt.zero_grad(set_to_none=True)
             terms.total.backward()
@@ -198,6 +202,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
     p.add_argument("--beta", type=float, default=d.beta)
     p.add_argument("--recon", choices=RECONSTRUCTIONS, default=d.recon)
+    p.add_argument("--hflip", action="store_true", help="mirror half of each batch (augment)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--val-size", type=int, default=d.val_size)
     p.add_argument("--limit", type=int, default=None)
