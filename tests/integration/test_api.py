@@ -79,7 +79,7 @@ def test_round_trip_matches_the_export_and_its_recorded_mse(torchserve):
         z, recon = torch.tensor(z), torch.tensor(recon)
         if not torch.allclose(z, z_ref, atol=1e-4):
             failures.append(f"{m.name}: z_mean off by {float((z - z_ref).abs().max()):.2e}")
-        if not torch.allclose(recon, recon_ref, atol=2e-6):
+        if not torch.allclose(recon, recon_ref, atol=1e-5):  # batch-size-dependent CPU kernels
             failures.append(f"{m.name}: decode off by {float((recon - recon_ref).abs().max()):.2e}")
         mse = float(((recon - x[:, 0]) ** 2).mean())
         recorded = m.manifest.get("metrics", {}).get("mse_per_pixel")
