@@ -150,7 +150,7 @@ embed: setup ## bulk-embed the Fashion-MNIST test set through the client into ru
 	  --labels-out runs/embeddings/labels.npy
 
 # ---- load ----
-# Load tests and soak (loadtests/, issue 5). Reports go to loadtests/results/.
+# Load tests, benchmark and soak (loadtests/, issue 5; loadtests/README.md). Reports go to loadtests/results/.
 LOAD_HOST    ?= http://127.0.0.1:8080
 LOAD_MODELS  ?= fashion-vae
 LOAD_USERS   ?= 20
@@ -158,13 +158,16 @@ LOAD_SPAWN   ?= 10
 LOAD_TIME    ?= 60s
 SOAK_SECONDS ?= 300
 
-.PHONY: loadtest soak
+.PHONY: loadtest bench soak
 loadtest: setup ## locust, headless, against a running server (`make serve`): LOAD_USERS, LOAD_TIME, LOAD_HOST, LOAD_MODELS
 	$(PY) -m locust -f loadtests/locustfile.py --headless --users $(LOAD_USERS) \
 	  --spawn-rate $(LOAD_SPAWN) --run-time $(LOAD_TIME) --host $(LOAD_HOST) \
 	  --models $(LOAD_MODELS) --csv loadtests/results/locust \
 	  --html loadtests/results/locust.html --only-summary --stop-timeout 30
 	@echo "reports: loadtests/results/locust_stats.csv, locust_failures.csv, locust.html"
+
+bench: setup ## benchmark on its own TorchServe (~5 min, idle machine): ratios to compute and framework ceilings, batching, cold start, worker kill
+	$(PY) -m loadtests.bench
 
 soak: setup ## fixed-rate mixed load on its own TorchServe for SOAK_SECONDS (300): zero errors, worker RSS growth <= 5%
 	$(PY) -m loadtests.soak --seconds $(SOAK_SECONDS)
