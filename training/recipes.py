@@ -131,7 +131,7 @@ def table() -> str:
     """Markdown rows from the shipped manifests and docs/results/*.json."""
     rows = [
         "| model | dataset | kind / body | latent | −ELBO (nats) | NLL k=500 | kNN-5 | "
-        "MSE/pixel | active units | epochs | train time |",
+        "MSE/pixel | active units | epochs | train (min) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     entries = []
@@ -150,7 +150,7 @@ def table() -> str:
             f"{_fmt(m.get('neg_elbo'), 1)} | {_fmt(m.get('nll'), 1)} | "
             f"{_fmt(m.get('knn5_accuracy'), 3)} | {_fmt(m.get('mse_per_pixel'), 4)} | "
             f"{m.get('active_units', '–')} | {m.get('epochs', '–')} | "
-            f"{_fmt(m.get('train_seconds') and m['train_seconds'] / 60, 1)} min |"
+            f"{_fmt(m.get('train_seconds') and m['train_seconds'] / 60, 1)} |"
         )
     return "\n".join(rows)
 
