@@ -25,7 +25,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from training.data import Dataset, load_dataset, to_float
-from training.losses import gaussian_log_prob, reconstruction, reparameterize
+from training.losses import (
+    gaussian_log_prob,
+    kl_to_standard_normal,
+    reconstruction,
+    reparameterize,
+)
 from training.models import Autoencoder
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -46,7 +51,7 @@ def elbo_terms(model: Autoencoder, x: torch.Tensor, seed: int = 0, batch: int = 
         if model.cfg.kind == "vae":
             mean, log_var = model.encoder(xb)
             z = reparameterize(mean, log_var, gen)
-            kl += (-0.5 * (1 + log_var - mean.pow(2) - log_var.exp()).sum(1)).sum().item()
+            kl += kl_to_standard_normal(mean, log_var).sum().item()
         else:
             mean = z = model.encoder(xb)
         recon += reconstruction(model.decoder(z), xb, "bce").sum().item()
