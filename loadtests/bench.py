@@ -653,7 +653,9 @@ def write(result: dict, plan: Plan, out: Path, latest: bool) -> list[Path]:
     paths[1].write_text(markdown(result, plan))
     plot(result, plan, paths[2])
     if latest:
-        for src, dst in zip(paths, (out / "latest.json", out / "latest.md", FIGURE), strict=True):
+        for src, dst in zip(
+            list(paths), (out / "latest.json", out / "latest.md", FIGURE), strict=True
+        ):
             shutil.copyfile(src, dst)
             paths.append(dst)
     return paths

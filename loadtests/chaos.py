@@ -9,7 +9,9 @@ session, send requests back to back and record (start, end, outcome). After the
 kill the loop goes on until a request sent after the kill has succeeded and
 `settle` more seconds passed (bounded by `timeout`). Then:
 
-- in flight at the kill: requests with start < kill < end;
+- in flight at the kill: requests with start < kill + grace < end, where
+  `grace` (50 ms, beyond the 20 ms maxBatchDelay) covers a request that
+  reaches the frontend while it still gathers a batch for the dead worker;
 - recovery: kill -> end of the first successful request sent after the kill
   (the service answers again), and kill -> a new worker pid READY;
 - every failed request is sent once more (the client's retry) and must succeed.
@@ -77,6 +79,7 @@ def kill_worker_under_load(
     settle: float = 2.0,
     timeout: float = 60.0,
     content_type: str = "application/json",
+    grace: float = 0.05,
 ) -> KillReport:
     endpoint = f"{url}/predictions/{model}"
     headers = {"Content-Type": content_type}
@@ -136,9 +139,9 @@ def kill_worker_under_load(
         stop.set()
         for t in threads:
             t.join(timeout=40)
-    in_flight = [o for o in outcomes if o.start < kill_at < o.end]
+    in_flight = [o for o in outcomes if o.start < kill_at + grace and kill_at < o.end]
     failed = [o for o in outcomes if o.error is not None]
-    stray = [o for o in failed if not o.start < kill_at < o.end]
+    stray = [o for o in failed if o not in in_flight]
     retry_failures = 0
     with requests.Session() as session:
         for o in failed:
