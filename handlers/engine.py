@@ -17,7 +17,6 @@ headers. Diagnostic headers say which batch a request shared
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -61,10 +60,6 @@ class Batch:
     @property
     def live(self) -> list[int]:
         return [i for i, r in enumerate(self.replies) if r is None]
-
-
-def _dumps(body: dict) -> str:
-    return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
 
 def _error(err: RequestError) -> Reply:
@@ -120,8 +115,8 @@ class Engine:
         with self._stage(batch, "encode_output"), torch.inference_mode():
             for i in batch.live:
                 try:
-                    body = self.op.respond(batch.parsed[i], batch.outputs[i])
-                    batch.replies[i] = Reply(200, _dumps(body), items=batch.parsed[i].items)
+                    text = self.op.respond(batch.parsed[i], batch.outputs[i])
+                    batch.replies[i] = Reply(200, text, items=batch.parsed[i].items)
                 except RequestError as err:
                     batch.replies[i] = _error(err)
                 except Exception:

@@ -132,7 +132,8 @@ class Operation:
         """A valid model input of n items (for warm-up): latents; Encode overrides."""
         return torch.zeros(n, self.info.latent_dim)
 
-    def respond(self, parsed: Parsed, out: torch.Tensor) -> dict:
+    def respond(self, parsed: Parsed, out: torch.Tensor) -> str:
+        """This request's slice of the model output -> its JSON answer (text)."""
         raise NotImplementedError
 
     def observe(self, outs: list[torch.Tensor], rec: Recorder) -> None:
@@ -147,10 +148,9 @@ class Encode(Operation):
         if codecs.is_image_body(raw):
             if not isinstance(raw.body, bytes | bytearray):
                 raise RequestError("bad_image", "body", "an image body must be binary")
-            arr, conv = codecs.decode_image(bytes(raw.body), hw, scale, "body", self.limits)
-            return Parsed(
-                torch.from_numpy(arr[None, None]), EncodeRequest.model_construct(), None, [conv]
-            )
+            gray, conv = codecs.decode_gray(bytes(raw.body), hw, "body", self.limits)
+            x = codecs.scale_pixels(gray, scale)[None, None]
+            return Parsed(torch.from_numpy(x), EncodeRequest.model_construct(), None, [conv])
         req = codecs.parse_json(raw, EncodeRequest, self.limits)
         if req.sample and self.info.kind != "vae":
             raise RequestError(
@@ -158,20 +158,27 @@ class Encode(Operation):
                 "sample",
                 f"{self.info.name} is an AE (a deterministic encoder); sample needs a VAE",
             )
-        arrays, extras = [], []
+        # images decode to uint8 rows, scaled together at the end; pixels come scaled
+        x = np.empty((len(req.instances), *hw), dtype=np.float32)
+        images, extras = [], []
         for i, inst in enumerate(req.instances):
             if inst.image_b64 is not None:
                 f = f"instances[{i}].image_b64"
                 data = codecs.b64_to_bytes(inst.image_b64, f, self.limits)
-                arr, conv = codecs.decode_image(data, hw, scale, f, self.limits)
+                x[i], conv = codecs.decode_gray(data, hw, f, self.limits)
+                images.append(i)
             else:
                 f = f"instances[{i}].pixels"
-                arr = codecs.pixels_to_array(inst.pixels, hw, self.limits.pixel_range, f)
+                x[i] = codecs.pixels_to_array(inst.pixels, hw, self.limits.pixel_range, f)
                 conv = None
-            arrays.append(arr)
             extras.append(conv)
-        x = torch.from_numpy(np.stack(arrays)[:, None])
-        return Parsed(x, req, _seed(req.seed) if req.sample else None, extras)
+        if len(images) == len(x):
+            x = codecs.scale_pixels(x, scale)
+        elif images:
+            x[images] = codecs.scale_pixels(x[images], scale)
+        return Parsed(
+            torch.from_numpy(x[:, None]), req, _seed(req.seed) if req.sample else None, extras
+        )
 
     def example(self, n: int) -> torch.Tensor:
         return torch.zeros(n, 1, *self.info.image_hw)
@@ -182,25 +189,25 @@ class Encode(Operation):
             return torch.stack([out[0], out[1]], dim=1)  # (k, 2, D)
         return out[:, None]  # (k, 1, D)
 
-    def respond(self, parsed: Parsed, out: torch.Tensor) -> dict:
-        mean = out[:, 0]
-        log_var = out[:, 1] if self.info.kind == "vae" else None
-        preds = [
-            {
-                "z_mean": m,
-                "z_log_var": None if log_var is None else log_var[i].tolist(),
-                "converted_from": parsed.extras[i],
-            }
-            for i, m in enumerate(mean.tolist())
-        ]
-        body: dict = {"predictions": preds}
+    def respond(self, parsed: Parsed, out: torch.Tensor) -> str:
+        # Written as text, one %-format per item: the floats are most of the answer
+        # and json.dumps of float lists was the costliest step of encode.
+        dim, vae = self.info.latent_dim, self.info.kind == "vae"
+        rows, spec = codecs.float_rows(out.numpy())  # per item: z_mean, z_log_var (VAE)
+        vec = codecs.float_array_format(dim, spec)
+        item = '{"z_mean":' + vec + ',"z_log_var":' + (vec if vae else "null")
+        item += ',"converted_from":%s%s}'
+        convs = ["null" if c is None else codecs.dumps(c) for c in parsed.extras]
+        zs, tail = [""] * len(rows), ""
         if parsed.seed is not None:
-            eps = _normal(parsed.seed, len(mean), self.info.latent_dim)
-            z = mean + torch.exp(0.5 * log_var) * eps
-            for p, zi in zip(preds, z.tolist(), strict=True):
-                p["z"] = zi
-            body["seed"] = parsed.seed
-        return body
+            eps = _normal(parsed.seed, len(rows), dim)
+            z = out[:, 0] + torch.exp(0.5 * out[:, 1]) * eps
+            zs = [',"z":' + row for row in codecs.float_rows_json(z.numpy())]
+            tail = f',"seed":{parsed.seed}'
+        preds = ",".join(
+            item % (*row, conv, zi) for row, conv, zi in zip(rows, convs, zs, strict=True)
+        )
+        return f'{{"predictions":[{preds}]{tail}}}'
 
     def observe(self, outs: list[torch.Tensor], rec: Recorder) -> None:
         if not outs:
@@ -239,8 +246,8 @@ class Decode(Operation):
             rows.append(arr)
         return Parsed(torch.from_numpy(np.stack(rows).astype(np.float32)), req)
 
-    def respond(self, parsed: Parsed, out: torch.Tensor) -> dict:
-        return {"predictions": _images(out, parsed.request.format, self.info.scale)}
+    def respond(self, parsed: Parsed, out: torch.Tensor) -> str:
+        return codecs.dumps({"predictions": _images(out, parsed.request.format, self.info.scale)})
 
 
 class Sample(Operation):
@@ -262,13 +269,15 @@ class Sample(Operation):
         z = self._mean + req.temperature * eps @ self._factor.T
         return Parsed(z.float(), req, seed)
 
-    def respond(self, parsed: Parsed, out: torch.Tensor) -> dict:
+    def respond(self, parsed: Parsed, out: torch.Tensor) -> str:
         req = parsed.request
-        return {
-            "predictions": _images(out, req.format, self.info.scale),
-            "seed": parsed.seed,
-            "temperature": req.temperature,
-        }
+        return codecs.dumps(
+            {
+                "predictions": _images(out, req.format, self.info.scale),
+                "seed": parsed.seed,
+                "temperature": req.temperature,
+            }
+        )
 
 
 OPERATIONS: dict[str, type[Operation]] = {"encode": Encode, "decode": Decode, "sample": Sample}

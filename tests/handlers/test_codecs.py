@@ -249,3 +249,44 @@ def test_is_image_body():
     assert codecs.is_image_body(RawRequest(png, None))  # magic bytes, no content type
     assert codecs.is_image_body(RawRequest(b"xx", "image/jpeg"))
     assert not codecs.is_image_body(RawRequest(b"{}", "application/json"))
+
+
+# ---- JSON out -----------------------------------------------------------------
+def test_float_rows_json_prints_every_float32_exactly():
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [
+            rng.standard_normal(2000) * 10.0 ** rng.integers(-30, 30, 2000),
+            [0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 3.4028235e38, -3.4028235e38, 1.1754944e-38],
+        ]
+    ).astype(np.float32)
+    rows = values[: len(values) // 7 * 7].reshape(-1, 7)
+    texts = codecs.float_rows_json(rows)
+    parsed = [json.loads(t) for t in texts]
+    assert all(type(v) is float for row in parsed for v in row)  # 0.0 is not read as 0
+    back = np.array(parsed, dtype=np.float32)
+    assert back.tobytes() == rows.tobytes()  # bit-exact, signed zeros included
+    assert all(len(t) < len(json.dumps(r.tolist())) for t, r in zip(texts, rows, strict=True))
+    # no integral value (|v| < 1, not 0): the one-format path, just as exact
+    small = rng.uniform(0.001, 0.999, (50, 7)) * rng.choice([-1, 1], (50, 7))
+    small = (small * 10.0 ** -rng.integers(0, 30, (50, 7))).astype(np.float32)
+    assert codecs.float_rows(small)[1] == codecs.FLOAT
+    back = np.array([json.loads(t) for t in codecs.float_rows_json(small)], dtype=np.float32)
+    assert back.tobytes() == small.tobytes()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_rows_json_refuses_non_finite_values(bad):
+    rows = np.zeros((2, 3), np.float32)
+    rows[1, 2] = bad
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        codecs.float_rows_json(rows)
+
+
+def test_decode_gray_keeps_the_bytes_and_scaling_happens_once():
+    arr = np.random.default_rng(1).integers(0, 256, HW, dtype=np.uint8)
+    gray, conv = codecs.decode_gray(png_bytes(arr), HW, "f", LIMITS)
+    assert conv is None and gray.dtype == np.uint8 and np.array_equal(gray, arr)
+    scaled = codecs.scale_pixels(gray, 255.0)
+    assert scaled.dtype == np.float32 and np.array_equal(scaled, arr.astype(np.float32) / 255)
+    assert codecs.scale_pixels(gray, 200.0).max() <= 1.0  # clipped when uint8/scale > 1
