@@ -9,19 +9,26 @@ of request i, with the status, content type and headers set for index i via
 request gets its own 400 while its neighbours get 200. Exceptions never leave
 `handle` for input reasons; if one did, TorchServe would answer the whole batch
 503 (ts/service.py) but keep the worker alive.
+
+Metrics leave the worker as TorchServe's backend metric lines on stdout, which
+the frontend parses (org.pytorch.serve.metrics.Metric) into its Prometheus
+registry. The adapter writes a batch's lines in one logging call, in the format
+of `ts.metrics.caching_metric` (a test compares the two): going through
+`context.metrics` cost about 10 us per line, 100 us per batch, a tenth of the
+handler's time on single-image requests.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from http import HTTPStatus
 from pathlib import Path
 
 import torch
-from ts.metrics.dimension import Dimension
-from ts.metrics.metric_type_enum import MetricTypes
+from ts.metrics.unit import Units
 from ts.torch_handler.base_handler import BaseHandler
 
 import handlers
@@ -29,11 +36,41 @@ from handlers.codecs import RawRequest, media_type
 from handlers.device import placement, set_cpu_threads
 from handlers.engine import Batch, Engine, Reply
 from handlers.limits import LIMITS
-from handlers.metrics import SPECS, Recorder
+from handlers.metrics import BASE_DIMS, SPECS, Recorder
 from handlers.operations import FILES, OPERATIONS, ModelInfo, load_script
 from handlers.options import HandlerOptions
 
 log = logging.getLogger(__name__)
+# metric lines go to the worker's stdout, where the frontend reads them
+metric_log = logging.getLogger("latentserve.metrics")
+metric_log.setLevel(logging.INFO)
+UNITS = Units().units  # TorchServe prints "s" as "Seconds", "count" as "Count", ...
+
+
+def metric_lines(
+    rec: Recorder, model_name: str, handler_ms: float | None, host: str, timestamp: int
+) -> list[str]:
+    """A batch's observations as TorchServe backend metric lines.
+
+    `[METRICS]<name>.<unit>:<value>|#<dim>:<value>,...|#type:<TYPE>|#hostname:<host>,<ts>`,
+    dimensions ModelName and Level first, then the metric's own in declared order
+    (the frontend matches them by position). `handler_ms` adds TorchServe's
+    HandlerTime gauge, which BaseHandler.handle would have emitted.
+    """
+    tail = f"|#hostname:{host},{timestamp}"
+    lines = []
+    for o in rec.observations:
+        spec = SPECS[o.name]
+        values = (model_name, "Model", *o.labels)
+        dims = ",".join(f"{d}:{v}" for d, v in zip(BASE_DIMS + spec.dims, values, strict=True))
+        unit, kind = UNITS.get(spec.unit, spec.unit), spec.kind.upper()
+        lines.append(f"[METRICS]{o.name}.{unit}:{o.value}|#{dims}|#type:{kind}{tail}")
+    if handler_ms is not None:
+        lines.append(
+            f"[METRICS]HandlerTime.{UNITS['ms']}:{handler_ms}|#ModelName:{model_name},Level:Model"
+            f"|#type:GAUGE{tail}"
+        )
+    return lines
 
 
 def raw_request(row: dict, headers: dict) -> RawRequest:
@@ -65,6 +102,7 @@ class LatentHandler(BaseHandler):
         # every request; by default it json-decodes application/json bodies.)
         os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
         self.context, self.manifest = context, context.manifest
+        self.host = socket.gethostname()
         props = context.system_properties
         model_dir = Path(props["model_dir"])
         options = HandlerOptions.from_config(getattr(context, "model_yaml_config", None))
@@ -114,17 +152,9 @@ class LatentHandler(BaseHandler):
             context.set_response_content_type(idx, "application/json")
             for key, value in reply.headers.items():
                 context.set_response_header(idx, key, value)
-        self._flush(batch.recorder)
-        if context.metrics is not None:
-            context.metrics.add_time("HandlerTime", round((time.time() - start) * 1000, 2))
+        handler_ms = round((time.time() - start) * 1000, 2)
+        lines = metric_lines(
+            batch.recorder, context.model_name, handler_ms, self.host, int(time.time())
+        )
+        metric_log.info("\n".join(lines))
         return [reply.body for reply in replies]
-
-    def _flush(self, rec: Recorder) -> None:
-        metrics = self.context.metrics
-        if metrics is None:
-            return
-        base = [Dimension("ModelName", self.context.model_name), Dimension("Level", "Model")]
-        for o in rec.observations:
-            spec = SPECS[o.name]
-            dims = base + [Dimension(d, v) for d, v in zip(spec.dims, o.labels, strict=True)]
-            metrics.add_metric(o.name, o.value, spec.unit, None, dims, MetricTypes(spec.kind))

@@ -143,7 +143,9 @@ def test_batch_with_a_bad_request_per_request_status(services, caplog):
 
 
 def check_metric_lines(caplog, op: str, expect_items: int, expect_rejected: int) -> None:
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[METRICS]")]
+    # the adapter writes a batch's metric lines in one record, one line each
+    messages = [r.getMessage() for r in caplog.records]
+    lines = [line for m in messages for line in m.split("\n") if line.startswith("[METRICS]")]
     ours = [line for line in lines if "latentserve_" in line]
     assert ours, lines
     items = rejected = 0.0
@@ -157,6 +159,39 @@ def check_metric_lines(caplog, op: str, expect_items: int, expect_rejected: int)
             items += float(m.group(3)) if name == "latentserve_items_total" else 0
             rejected += float(m.group(3)) if name == "latentserve_rejected_total" else 0
     assert (items, rejected) == (expect_items, expect_rejected)
+
+
+def test_metric_lines_match_torchserves_own_format(caplog):
+    """Our lines equal ts.metrics.caching_metric's for the same metric (minus the
+    optional request ids), so the frontend parses them as its own."""
+    from ts.metrics.caching_metric import CachingMetric
+    from ts.metrics.metric_type_enum import MetricTypes
+
+    from handlers.metrics import Recorder
+    from handlers.ts_adapter import metric_lines
+
+    rec = Recorder()
+    rec.add("latentserve_stage_seconds", 0.0125, Operation="encode", Stage="model")
+    rec.add("latentserve_items_total", 3, Operation="encode")
+    ours = metric_lines(rec, "m-encode", 1.5, "host-1", 1700000000)
+    assert len(ours) == 3
+    for line, o in zip(ours, rec.observations, strict=False):
+        spec = SPECS[o.name]
+        theirs = CachingMetric(
+            o.name, spec.unit, list(BASE_DIMS + spec.dims), MetricTypes(spec.kind)
+        )
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            theirs.add_or_update(o.value, ["m-encode", "Model", *o.labels])
+        (record,) = caplog.records
+        want = record.getMessage().rsplit("|#hostname:", 1)[0]
+        assert line.rsplit("|#hostname:", 1)[0] == want
+        assert line.endswith("|#hostname:host-1,1700000000")
+    assert ours[-1].startswith(
+        "[METRICS]HandlerTime.Milliseconds:1.5|#ModelName:m-encode,Level:Model|#type:GAUGE|"
+    )
+    for line in ours:
+        assert METRIC_LINE.fullmatch(line[len("[METRICS]") :]), line
 
 
 def test_raw_png_body_and_decode_and_sample(services):
