@@ -7,6 +7,8 @@ the handler options), so every branch is unit-tested on a CPU-only machine.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 from dataclasses import dataclass
 
@@ -78,3 +80,32 @@ def set_cpu_threads(n: int) -> None:
     # raises if already set, or once parallel work ran in this process
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
+
+
+# glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 * 1024 * 1024  # allocations below this come from the heap ...
+TRIM_THRESHOLD = 128 * 1024 * 1024  # ... and up to this much freed heap stays mapped
+
+
+def keep_freed_memory(libc_name: str | None = None) -> bool:
+    """Make glibc keep freed memory in the process instead of returning it to the OS.
+
+    A conv model's activations for a chunk of items are several MB. With
+    glibc's defaults those blocks were unmapped (or the heap trimmed) after
+    every call and faulted in again on the next one: about 15 page faults per
+    item, which made the encoder 1.7x slower per item in a worker than in a
+    warm benchmark (56 vs 32 us at batch 64, measured). With the mmap
+    threshold at 32 MiB and the trim threshold at 128 MiB the working set stays
+    mapped (the worker keeps at most 128 MiB of free heap). Returns False where
+    mallopt is not available (not glibc); then nothing changes.
+    """
+    try:
+        libc = ctypes.CDLL(libc_name or ctypes.util.find_library("c"))
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )

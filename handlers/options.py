@@ -17,6 +17,7 @@ class HandlerOptions:
     cpu_threads: int = 1  # torch intra-op threads per worker (workers * threads <= cores)
     half: bool = False  # float16 weights and inputs, CUDA only (ignored on CPU)
     pin_memory: bool = False  # pinned host buffers for async copies, CUDA only
+    keep_freed_memory: bool = True  # glibc keeps freed heap (handlers.device.keep_freed_memory)
 
     def __post_init__(self) -> None:
         for f in fields(self):

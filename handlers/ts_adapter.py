@@ -33,7 +33,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 import handlers
 from handlers.codecs import RawRequest, media_type
-from handlers.device import placement, set_cpu_threads
+from handlers.device import keep_freed_memory, placement, set_cpu_threads
 from handlers.engine import Batch, Engine, Reply
 from handlers.limits import LIMITS
 from handlers.metrics import BASE_DIMS, SPECS, Recorder
@@ -107,6 +107,7 @@ class LatentHandler(BaseHandler):
         model_dir = Path(props["model_dir"])
         options = HandlerOptions.from_config(getattr(context, "model_yaml_config", None))
         set_cpu_threads(options.cpu_threads)
+        kept = options.keep_freed_memory and keep_freed_memory()
         self.placement = placement(props.get("gpu_id"), options)
         self.device = torch.device(self.placement.device)
         info = ModelInfo.from_dir(model_dir)
@@ -116,7 +117,8 @@ class LatentHandler(BaseHandler):
         self.engine.warmup()
         self.initialized = True
         log.info(
-            "latentserve %s of %s (%s, latent %d) on %s %s, %d thread(s), chunk %d; code from %s",
+            "latentserve %s of %s (%s, latent %d) on %s %s, %d thread(s), chunk %d, "
+            "freed memory kept: %s; code from %s",
             self.operation,
             info.name,
             info.kind,
@@ -125,6 +127,7 @@ class LatentHandler(BaseHandler):
             self.placement.dtype,
             options.cpu_threads,
             options.chunk_size,
+            kept,
             Path(handlers.__file__).parent,
         )
 
