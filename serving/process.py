@@ -27,9 +27,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CONFIG = ROOT / "deploy" / "config.properties"
+LOG_CONFIG = ROOT / "deploy" / "log4j2.xml"  # quiet on the hot path; see the file
 PATH_KEYS = ("model_store", "metrics_config")
-# ts_log.log lines meaning a worker could not load its model (it would retry forever)
+# log lines meaning a worker could not load its model (it would retry forever): the
+# frontend's own in ts_log.log, the worker's stdout/stderr in model_log.log
 LOAD_FAILURES = ("Load model failed", "Backend worker process died")
+SCANNED_LOGS = ("ts_log.log", "model_log.log")
 MODEL_SERVER = "org.pytorch.serve.ModelServer"
 
 
@@ -133,9 +136,11 @@ class TorchServeProcess:
     ports: Ports = field(default_factory=Ports)
     base_config: Path = BASE_CONFIG
     host: str = "127.0.0.1"
+    log_config: Path | None = LOG_CONFIG  # None: TorchServe's built-in log4j2.xml
 
     def __post_init__(self) -> None:
-        self._log_offset = 0  # ts_log.log size at start(): older lines are other runs'
+        # sizes of the scanned logs at start(): older lines are other runs'
+        self._log_offsets: dict[str, int] = {}
         self.run_dir = Path(self.run_dir).resolve()
         self.model_store = Path(self.model_store).resolve()
 
@@ -219,8 +224,10 @@ class TorchServeProcess:
         for sub in ("logs", "tmp"):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         self.pid_file.unlink(missing_ok=True)
-        ts_log = self.log_dir / "ts_log.log"
-        self._log_offset = ts_log.stat().st_size if ts_log.exists() else 0
+        self._log_offsets = {
+            name: (self.log_dir / name).stat().st_size if (self.log_dir / name).exists() else 0
+            for name in SCANNED_LOGS
+        }
         self.config_path.write_text(self.render_config())
         env = dict(
             os.environ,
@@ -233,6 +240,8 @@ class TorchServeProcess:
             str(torchserve), "--start", "--ncs", "--disable-token-auth",
             "--ts-config", str(self.config_path), "--model-store", str(self.model_store),
         ]  # fmt: skip
+        if self.log_config is not None:
+            cmd += ["--log-config", str(Path(self.log_config).resolve())]
         with open(self.log_dir / "console.log", "ab") as out:
             # own session: the frontend and its workers share our process group
             launcher = subprocess.Popen(
@@ -306,14 +315,17 @@ class TorchServeProcess:
         (self.run_dir / "pgid").unlink(missing_ok=True)
 
     def load_failed(self) -> bool:
-        """A load failure in ts_log.log since this start() (the log appends across runs)."""
-        path = self.log_dir / "ts_log.log"
-        if not path.exists():
-            return False
-        with open(path, "rb") as f:
-            f.seek(self._log_offset)
-            text = f.read().decode(errors="replace")
-        return any(marker in text for marker in LOAD_FAILURES)
+        """A load failure logged since this start() (the logs append across runs)."""
+        for name in SCANNED_LOGS:
+            path = self.log_dir / name
+            if not path.exists():
+                continue
+            with open(path, "rb") as f:
+                f.seek(self._log_offsets.get(name, 0))
+                text = f.read().decode(errors="replace")
+            if any(marker in text for marker in LOAD_FAILURES):
+                return True
+        return False
 
     def log_tail(self, lines: int = 40) -> str:
         chunks = []

@@ -14,6 +14,8 @@ from serving.process import BASE_CONFIG, Ports, ServeError, TorchServeProcess, r
 from tests.integration.server import export_fixture
 from training.archive import build_archives
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
 
 def test_rendered_config_has_absolute_paths_ports_and_models(torchserve):
     p = torchserve.process
@@ -96,3 +98,34 @@ def test_a_model_that_cannot_load_fails_fast_with_its_log(tmp_path):
     finally:
         server.stop()
     assert server.pid() is None
+
+
+def test_logs_are_quiet_on_the_hot_path_but_keep_worker_lifecycle(torchserve, vae):
+    """deploy/log4j2.xml: no per-request, per-batch or per-metric lines in the logs
+    (TorchServe's built-in config wrote ~2.3 KB per request), one access line per
+    request, and worker starts still logged."""
+    body = json.dumps({"n": 1, "seed": 1}).encode()
+    logs = torchserve.process.log_dir
+    before = {p.name: p.stat().st_size for p in logs.glob("*.log")}
+    for _ in range(20):
+        r = torchserve.post(f"{vae.name}-sample", data=body, headers=JSON_HEADERS)
+        assert r.status_code == 200
+    time.sleep(1.0)  # the frontend writes its logs asynchronously to the answers
+    grown = {}
+    for p in logs.glob("*.log"):
+        with open(p, "rb") as f:
+            f.seek(before.get(p.name, 0))
+            grown[p.name] = f.read().decode(errors="replace")
+    noisy = (
+        "Sending response for jobId", "Waiting time ns", "Flushing req.cmd",
+        "Backend response time", "Looping backend response", "result=",
+        "Backend received inference at", "[METRICS]",
+    )  # fmt: skip
+    for name, text in grown.items():
+        for marker in noisy:
+            assert marker not in text, f"{name} logs {marker!r} per request or batch"
+    assert grown.get("access_log.log", "").count(f"/predictions/{vae.name}-sample") == 20
+    assert sum(len(t) for t in grown.values()) < 20 * 200, "more than an access line each"
+    ts_log = (logs / "ts_log.log").read_text(errors="replace")
+    assert "Connecting to" in ts_log  # worker starts (and restarts) stay visible
+    assert "[DEBUG]" not in ts_log and not (logs / "console.log").read_text().count("ACCESS")
