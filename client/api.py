@@ -3,8 +3,11 @@
 Large inputs are split into requests of `batch_size` items (the server takes at
 most 256 per request), sent by `concurrency` threads, each with its own
 keep-alive `requests.Session`, and reassembled in input order. Connection
-errors and 503/507 answers are retried (see `RetryPolicy`); every failure the
-caller sees is a `LatentServeError`, which carries the server's own message.
+errors, timeouts and 503/507 answers are retried (see `RetryPolicy`); every
+failure the caller sees is a `LatentServeError`, which carries the server's own
+message. Timeouts are retried because TorchServe 0.12 never answers a request
+it had gathered into a batch for a worker that died before the batch was sent
+(README, "Worker kill"); every operation is idempotent, so a retry is safe.
 """
 
 from __future__ import annotations
@@ -172,6 +175,13 @@ class LatentClient:
             self.stats.add(requests=1)
             try:
                 status, headers, content = self._post_once(url, body)
+            except requests.Timeout as err:  # before ConnectionError: ConnectTimeout is both
+                if not self.retry.should_retry(attempt, None):
+                    raise LatentServeError(
+                        f"no answer within {self.timeout} s", url=url, attempts=attempt
+                    ) from err
+                self._backoff(attempt, None)
+                continue
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
                 if not self.retry.should_retry(attempt, None):
                     raise LatentServeError(
@@ -179,10 +189,6 @@ class LatentClient:
                     ) from err
                 self._backoff(attempt, None)
                 continue
-            except requests.Timeout as err:
-                raise LatentServeError(
-                    f"no answer within {self.timeout} s", url=url, attempts=attempt
-                ) from err
             if status == 200:
                 answer = self._parse(content, url, items)
                 self.stats.add(items=items)

@@ -80,7 +80,7 @@ class RetryPolicy:
         return base * (1.0 - self.jitter * rng.random())
 
     def should_retry(self, attempt: int, status: int | None) -> bool:
-        """After failed attempt number `attempt`: retry? status None = connection error."""
+        """After failed attempt number `attempt`: retry? None = connection error or timeout."""
         if attempt > self.retries:
             return False
         return status is None or status in self.statuses

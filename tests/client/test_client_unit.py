@@ -92,6 +92,17 @@ def test_retries_503_507_and_connection_errors_with_growing_waits():
     assert client.stats.retries == 3 and client.stats.requests == 4
 
 
+def test_a_timeout_is_retried_and_the_last_one_is_reported():
+    # TorchServe 0.12 never answers requests gathered for a worker that died
+    client = Scripted([requests.ReadTimeout("read timed out")], batch_size=256)
+    assert client.encode(numbered(2)).z_mean[:, 0].tolist() == [0, 1]
+    assert client.stats.retries == 1 and client.waits == pytest.approx([0.1])
+    client = Scripted([requests.ReadTimeout("read timed out")] * 10, batch_size=256)
+    with pytest.raises(LatentServeError, match="no answer within 30.0 s") as info:
+        client.decode([[0.0, 0.0]])
+    assert info.value.attempts == 4
+
+
 def test_gives_up_after_the_cap_with_the_servers_message():
     client = Scripted([503] * 10, batch_size=256)
     with pytest.raises(LatentServeError) as info:

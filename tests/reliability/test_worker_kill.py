@@ -1,8 +1,10 @@
 """Worker kill: SIGKILL the encode worker while 4 clients keep sending requests.
 
 TorchServe must start a new worker (new pid, READY), only requests in flight at
-the kill may fail, every failed request must succeed when the client retries it,
-and the service must answer again. The recovery time (kill -> first right answer
+the kill may fail (with 507, or never answered: TorchServe 0.12 drops requests
+it had gathered for the dead worker's next batch, see loadtests/chaos.py), every
+failed request must succeed when the client retries it, and the service must
+answer again. The recovery time (kill -> first right answer
 to a request sent after the kill) is printed; its 10 s target is judged by
 `make bench` (speed targets live in the benchmark), this test only bounds it at
 60 s so that a worker that never comes back fails it. Logic: `loadtests/chaos.py`.
@@ -42,7 +44,7 @@ def test_killed_worker_is_replaced_and_only_in_flight_requests_fail(load_server)
         f"\nworker kill: pid {report.killed_pid} -> {report.new_pids}; worker READY after "
         f"{report.kill_to_worker_ready_s}s, service answering after {report.recovery_s}s; "
         f"{report.failed}/{report.requests} failed ({report.in_flight_at_kill} in flight at "
-        f"the kill); errors {report.error_samples}"
+        f"the kill, {report.lost} never answered); errors {report.error_samples}"
     )
     assert report.kill_to_worker_ready_s is not None, "no new worker became READY within 60 s"
     assert report.recovery_s is not None, "no request succeeded within 60 s of the kill"
