@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -45,14 +45,27 @@ class WorkerConfig:
 
     batch_size: int = 8  # requests per dynamic batch (each may carry many items)
     max_batch_delay_ms: int = 20  # how long the frontend waits to fill a batch
-    min_workers: int = 1  # one worker per model and operation: 2 cores here
-    max_workers: int = 1
+    encode_workers: int = 1
+    decode_workers: int = 1
+    sample_workers: int = 1
     response_timeout_s: int = 60
 
-    def model_config(self, options: HandlerOptions | None = None) -> dict:
+    def workers(self, operation: str) -> int:
         return {
-            "minWorkers": self.min_workers,
-            "maxWorkers": self.max_workers,
+            "encode": self.encode_workers,
+            "decode": self.decode_workers,
+            "sample": self.sample_workers,
+        }[operation]
+
+    def with_workers(self, n: int) -> WorkerConfig:
+        """The same settings with n workers for every operation."""
+        return replace(self, encode_workers=n, decode_workers=n, sample_workers=n)
+
+    def model_config(self, operation: str, options: HandlerOptions | None = None) -> dict:
+        n = self.workers(operation)
+        return {
+            "minWorkers": n,
+            "maxWorkers": n,
             "batchSize": self.batch_size,
             "maxBatchDelay": self.max_batch_delay_ms,
             "responseTimeout": self.response_timeout_s,
@@ -174,10 +187,11 @@ def build_archives(
     if models is None:
         for mar in prune(out, {d.name for d in dirs}):
             log(f"removed {mar} (its model is gone)")
-    config_text = yaml.safe_dump((worker or WorkerConfig()).model_config(), sort_keys=False)
+    worker = worker or WorkerConfig()
+    configs = {op: yaml.safe_dump(worker.model_config(op), sort_keys=False) for op in OPERATIONS}
     jobs = [(d, op) for d in dirs for op in OPERATIONS]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        futures = [pool.submit(build_one, d, op, out, config_text, force) for d, op in jobs]
+        futures = [pool.submit(build_one, d, op, out, configs[op], force) for d, op in jobs]
         results = []
         for i, fut in enumerate(futures, 1):
             a = fut.result()

@@ -27,7 +27,11 @@ def test_archives_contents_and_stamps(vae_dir, tmp_path, monkeypatch):
         config = yaml.safe_load(z.read("model-config.yaml"))
     assert {"sample_handler.py", "manifest.json", "decoder.pt", "handlers/engine.py"} <= names
     assert "encoder.pt" not in names  # each archive carries only the file it needs
-    assert config == WorkerConfig().model_config()
+    assert config == WorkerConfig().model_config("sample")
+    with zipfile.ZipFile(out / "tiny-vae-encode.mar") as z:
+        encode = yaml.safe_load(z.read("model-config.yaml"))
+    assert encode["minWorkers"] == encode["maxWorkers"] == WorkerConfig().encode_workers
+    assert config["minWorkers"] == config["maxWorkers"] == WorkerConfig().sample_workers
 
     again = build_archives(vae_dir.parent, out, models=[vae_dir.name], log=quiet)
     assert not any(a.rebuilt for a in again)

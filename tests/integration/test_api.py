@@ -13,6 +13,7 @@ from PIL import Image
 
 from handlers.limits import LIMITS
 from handlers.schemas import RESPONSES
+from training.archive import WorkerConfig
 from training.data import load_dataset
 
 N_ROUND_TRIP = 1024  # test images per model, sent as 4 requests of 256
@@ -51,7 +52,10 @@ def test_ping(torchserve):
 def test_every_model_has_three_ready_endpoints(torchserve):
     status = torchserve.process.model_status()
     assert len(status) == 3 * len(torchserve.models)
-    assert all(workers == ["READY"] for workers in status.values()), status
+    config = WorkerConfig()
+    for name, workers in status.items():
+        want = config.workers(name.rsplit("-", 1)[1])
+        assert workers == ["READY"] * want, (name, workers)
 
 
 def test_round_trip_matches_the_export_and_its_recorded_mse(torchserve):

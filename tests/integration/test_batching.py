@@ -1,11 +1,12 @@
 """Dynamic batching in a real TorchServe: concurrent requests of different sizes
 share one handler call, and each gets exactly its own items back, in order.
 
-To make the frontend put them in one batch reliably, a large request first
-keeps the worker busy; the mixed requests queue up meanwhile, and when the
-worker is free TorchServe hands them over together (batchSize 8 >= 5). (If the
-large one is still within its maxBatchDelay when they arrive, all six share the
-batch; that is checked too.) The responses prove the sharing: the same
+To make the frontend put them in one batch reliably, large requests first keep
+every worker of the archive busy (one each, further apart than maxBatchDelay);
+the mixed requests queue up meanwhile, and when a worker is free TorchServe
+hands them over together (batchSize 8 >= 5). (If the last large one is still
+within its maxBatchDelay when they arrive, all six share the batch; that is
+checked too.) The responses prove the sharing: the same
 `X-Latentserve-Batch-Id` and the batch's request and item counts.
 """
 
@@ -19,6 +20,7 @@ import requests
 import torch
 
 from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
+from training.archive import WorkerConfig
 
 SIZES = [1, 7, 3, None, 12]  # None: a bad request in the middle of the batch
 
@@ -30,27 +32,29 @@ def encode_locally(model_dir, items: np.ndarray) -> np.ndarray:
     return (out[0] if isinstance(out, tuple) else out).numpy()
 
 
-def send_concurrently(url: str, blocker: dict, payloads: list[dict]):
-    """-> (blocker's response, [response per payload])."""
-    results: list = [None] * (len(payloads) + 1)
+def send_concurrently(url: str, blocker: dict, payloads: list[dict], workers: int):
+    """-> (last blocker's response, [response per payload])."""
+    results: list = [None] * len(payloads)
+    blocked: list = [None] * workers
     gate = threading.Barrier(len(payloads))
 
     def one(i):
         gate.wait()
         results[i] = requests.post(url, json=payloads[i], timeout=120)
 
-    def block():
-        results[-1] = requests.post(url, json=blocker, timeout=120)
+    def block(w):
+        blocked[w] = requests.post(url, json=blocker, timeout=120)
 
-    busy = threading.Thread(target=block)
-    busy.start()
-    time.sleep(0.05)  # the blocker reaches the worker first
+    busy = [threading.Thread(target=block, args=(w,)) for w in range(workers)]
+    for t in busy:  # one blocker per worker, each dispatched alone
+        t.start()
+        time.sleep(3 * WorkerConfig().max_batch_delay_ms / 1000)
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(payloads))]
     for t in threads:
         t.start()
-    for t in threads + [busy]:
+    for t in threads + busy:
         t.join()
-    return results[-1], results[:-1]
+    return blocked[-1], results
 
 
 def test_mixed_sizes_share_a_batch_and_get_their_own_items(torchserve, vae):
@@ -64,8 +68,9 @@ def test_mixed_sizes_share_a_batch_and_get_their_own_items(torchserve, vae):
         for k, d in zip(SIZES, data, strict=True)
     ]
     blocker = {"instances": [{"pixels": rng.random((28, 28)).tolist()} for _ in range(256)]}
+    workers = len(torchserve.worker_pids()[f"{vae.name}-encode"])
     for attempt in range(1, 4):
-        first, replies = send_concurrently(url, blocker, payloads)
+        first, replies = send_concurrently(url, blocker, payloads, workers)
         if len({r.headers[BATCH_ID] for r in replies}) == 1:
             break
         print(f"attempt {attempt}: requests were split over batches, retrying")

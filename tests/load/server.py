@@ -8,8 +8,9 @@ down, at the session's end. A separate server from the integration session's
 because these tests kill workers, flood queues and watch memory, which must
 not disturb (or be disturbed by) the integration tests' exact metric counts.
 
-It serves the shipped `fashion-vae` (VAE, latent 32): three archives, one worker
-each, the plain local config on free loopback ports.
+It serves the shipped `fashion-vae` (VAE, latent 32): three archives with the
+shipped worker settings (training/archive.py WorkerConfig), the plain local
+config on free loopback ports.
 """
 
 from __future__ import annotations

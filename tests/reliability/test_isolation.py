@@ -3,8 +3,9 @@ gets its own 400, and the good requests' answers do not change by a single byte.
 
 Two parts, for each of encode, decode and sample:
 
-1. Controlled batches, under background load on the other two endpoints. A slow
-   but valid request keeps the worker busy; meanwhile the test queues good
+1. Controlled batches, under background load on the other two endpoints. Slow
+   but valid requests keep every worker of the archive busy (one each, sent
+   further apart than maxBatchDelay); meanwhile the test queues good
    requests and one bad request (a good body with one bad item) a few ms apart,
    so TorchServe hands them to the handler together, as one batch (checked with
    `X-Latentserve-Batch-Id`). The same good requests are then sent again without
@@ -43,6 +44,7 @@ from PIL import Image
 from handlers.engine import BATCH_ID, BATCH_ITEMS
 from loadtests import payloads
 from tests.load.server import MODEL
+from training.archive import WorkerConfig
 
 JSON = {"Content-Type": "application/json"}
 LATENT_DIM = 32
@@ -114,22 +116,25 @@ def blocker(op: str) -> bytes:
     return json.dumps({"n": 256, "seed": 9, "format": "array"}).encode()
 
 
-def one_batch(url: str, block: bytes, bodies: list[bytes], gap: float = 0.01):
-    """Send `block`, then `bodies` `gap` seconds apart (in order) while it runs."""
+def one_batch(url: str, block: bytes, bodies: list[bytes], workers: int, gap: float = 0.002):
+    """Occupy each of the archive's `workers` with `block`, then send `bodies` `gap`
+    seconds apart (in order): they queue and the first worker free takes them."""
     results: list = [None] * len(bodies)
 
     def send(i: int) -> None:
         results[i] = post(url, bodies[i])
 
-    busy = threading.Thread(target=post, args=(url, block))
-    busy.start()
-    time.sleep(0.08)  # the blocker is dispatched alone (the batch delay is 20 ms)
+    blockers = []
+    for _ in range(workers):  # each alone in its batch: further apart than maxBatchDelay
+        blockers.append(threading.Thread(target=post, args=(url, block)))
+        blockers[-1].start()
+        time.sleep(3 * WorkerConfig().max_batch_delay_ms / 1000)
     threads = []
     for i in range(len(bodies)):
         threads.append(threading.Thread(target=send, args=(i,)))
         threads[-1].start()
         time.sleep(gap)
-    for t in [*threads, busy]:
+    for t in [*threads, *blockers]:
         t.join(timeout=120)
     return results
 
@@ -178,6 +183,7 @@ def test_bad_neighbour_changes_no_byte(load_server, op):
     url = f"{base}-{op}"
     goods, block = good_bodies(op), blocker(op)
     others = [o for o in ("encode", "decode", "sample") if o != op]
+    workers = len(load_server.worker_pids()[f"{MODEL}-{op}"])
     rounds = 0
     with BackgroundLoad(base, others) as background:
         for variant in range(3):
@@ -185,8 +191,8 @@ def test_bad_neighbour_changes_no_byte(load_server, op):
             pos = variant % (len(goods) + 1)
             with_bad = goods[:pos] + [bad] + goods[pos:]
             for _attempt in range(4):  # a batch split by the scheduler: try again
-                mixed = one_batch(url, block, with_bad)
-                alone = one_batch(url, block, goods)
+                mixed = one_batch(url, block, with_bad, workers)
+                alone = one_batch(url, block, goods, workers)
                 if shared_batch(mixed) and shared_batch(alone):
                     break
             else:

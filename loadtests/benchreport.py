@@ -1,0 +1,319 @@
+"""`make bench`'s results: the target ratios, the markdown report and the plot.
+
+Everything here is a function of the result dict that `loadtests/bench.py`
+measures (and writes as JSON), so a report can be redrawn from a saved run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TARGETS = {
+    "encode64_vs_compute": 0.50,  # service items/s at 64 images per request / compute at batch 64
+    "encode1_vs_noop": 0.85,  # single-image req/s / no-op req/s, same payload and concurrency
+    "batching_on_vs_off": 1.30,  # req/s with the shipped batching / batchSize 1, concurrency 32
+    "cold_start_s": 20.0,  # start -> every worker READY (what make serve loads)
+    "worker_kill_recovery_s": 10.0,  # kill -> the service answers right again
+}
+SATURATED = 0.8  # a point whose machine CPU is above this share of the cores is CPU-bound
+
+
+def pick(rows: list[dict], label: str, c: int | None = None) -> list[dict]:
+    return [r for r in rows if r["label"] == label and (c is None or r["concurrency"] == c)]
+
+
+def compute_threads(result: dict) -> int:
+    """The CPU the served encode has: its workers x torch threads each (<= the cores)."""
+    w = result["worker"]
+    return min(result["machine"]["cores"], w["encode_workers"] * w["handler"]["cpu_threads"])
+
+
+def cpu_us_per_request(point: dict) -> float:
+    """Busy CPU of the whole machine (server, client, anything) per answered request."""
+    return point["machine_cpu"] / point["req_per_s"] * 1e6 if point["req_per_s"] else float("nan")
+
+
+def encode1_bound(result: dict, noop: dict) -> float | None:
+    """The best single-image ratio any handler could reach at this point.
+
+    When the no-op point is CPU-bound, the service needs at least the no-op's
+    CPU per request plus the model's own compute per item at the dynamic batch
+    size (in-process, one thread: a worker's setting). Even with free input
+    decoding and output encoding its ratio to the no-op cannot exceed
+    noop / (noop + model). None when the no-op point is not CPU-bound (then the
+    batching delay, not the CPU, sets both).
+    """
+    if noop["machine_cpu"] < SATURATED * result["machine"]["cores"]:
+        return None
+    batch = str(result["worker"]["batch_size"])
+    per_item = result["compute"]["encoder"]["1"].get(batch)
+    if not per_item:
+        return None
+    noop_us, model_us = cpu_us_per_request(noop), 1e6 / per_item
+    return noop_us / (noop_us + model_us)
+
+
+def ratios(result: dict, big: int, batch_c: int, encode1_c: tuple[int, ...]) -> dict:
+    rows = result["points"]
+    threads = compute_threads(result)
+    ceiling64 = result["compute"]["encoder"][str(threads)][str(big)]
+    enc64 = max(pick(rows, f"encode x{big}"), key=lambda r: r["items_per_s"])
+    per_c, bounds = {}, {}
+    for c in encode1_c:
+        svc, noop = pick(rows, "encode x1", c)[0], pick(rows, "noop x1", c)[0]
+        per_c[c] = svc["req_per_s"] / noop["req_per_s"] if noop["req_per_s"] else float("nan")
+        bounds[c] = encode1_bound(result, noop)
+    on = pick(rows, "batching on x1", batch_c)[0]
+    off = pick(rows, "batching off x1", batch_c)[0]
+    kill = result["worker_kill"]
+    cores = str(result["machine"]["cores"])
+    return {
+        "encode64_vs_compute": {
+            "value": enc64["items_per_s"] / ceiling64,
+            "service_items_per_s": enc64["items_per_s"],
+            "at_concurrency": enc64["concurrency"],
+            "compute_items_per_s": ceiling64,
+            "compute_threads": threads,
+            "compute_all_cores_items_per_s": result["compute"]["encoder"][cores][str(big)],
+            "vs_one_thread": enc64["items_per_s"] / result["compute"]["encoder"]["1"][str(big)],
+        },
+        "encode1_vs_noop": {
+            "value": min(per_c.values()),
+            "per_concurrency": per_c,
+            "bound_per_concurrency": bounds,
+            "peak_ratio": max(r["req_per_s"] for r in pick(rows, "encode x1"))
+            / max(r["req_per_s"] for r in pick(rows, "noop x1")),
+        },
+        "batching_on_vs_off": {
+            "value": on["req_per_s"] / off["req_per_s"],
+            "on_req_per_s": on["req_per_s"],
+            "off_req_per_s": off["req_per_s"],
+            "on_p99_ms": on["p99_ms"],
+            "off_p99_ms": off["p99_ms"],
+        },
+        "cold_start_s": {"value": result["cold_start"]["seconds"]},
+        "worker_kill_recovery_s": {"value": kill["recovery_s"]},
+    }
+
+
+def met(name: str, value: float | None) -> bool:
+    if value is None or value != value:
+        return False
+    goal = TARGETS[name]
+    return value <= goal if name.endswith("_s") else value >= goal
+
+
+# ---- markdown -------------------------------------------------------------------------
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _other(p: dict) -> float:
+    """Cores used by processes that are neither the server nor the load generator."""
+    return max(0.0, p["machine_cpu"] - p["server_cpu"] - p["client_cpu"])
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def settings(result: dict) -> str:
+    w = result["worker"]
+    return (
+        f"batchSize {w['batch_size']}, maxBatchDelay {w['max_batch_delay_ms']} ms, workers "
+        f"encode {w['encode_workers']} / decode {w['decode_workers']} / sample "
+        f"{w['sample_workers']}, {w['handler']['cpu_threads']} torch thread per worker"
+    )
+
+
+def target_rows(result: dict) -> list[tuple[str, str, str]]:
+    r = result["ratios"]
+    e64, e1, b = r["encode64_vs_compute"], r["encode1_vs_noop"], r["batching_on_vs_off"]
+    per_c = ", ".join(
+        f"c{c}: {v:.2f}" + (f" (bound {bd:.2f})" if (bd := e1["bound_per_concurrency"][c]) else "")
+        for c, v in e1["per_concurrency"].items()
+    )
+    kill = result["worker_kill"]
+    return [
+        (
+            "encode64_vs_compute",
+            f"{e64['value']:.2f} ({e64['service_items_per_s']:.0f} items/s at "
+            f"c={e64['at_concurrency']} / {e64['compute_items_per_s']:.0f} in-process, batch "
+            f"64, {e64['compute_threads']} thread(s) = encode workers x cpu_threads; "
+            f"{e64['vs_one_thread']:.2f} of one thread)",
+            f">= {TARGETS['encode64_vs_compute']:.2f}",
+        ),
+        (
+            "encode1_vs_noop",
+            f"{e1['value']:.2f} (lowest over concurrencies; {per_c})",
+            f">= {TARGETS['encode1_vs_noop']:.2f}",
+        ),
+        (
+            "batching_on_vs_off",
+            f"{b['value']:.2f}x ({b['on_req_per_s']:.0f} vs {b['off_req_per_s']:.0f} req/s, "
+            f"c={result['plan']['batch_c']})",
+            f">= {TARGETS['batching_on_vs_off']:.2f}x",
+        ),
+        (
+            "cold_start_s",
+            f"{r['cold_start_s']['value']:.1f} s ({result['cold_start']['workers']} workers)",
+            f"<= {TARGETS['cold_start_s']:.0f} s",
+        ),
+        (
+            "worker_kill_recovery_s",
+            f"{_fmt(kill['recovery_s'])} s (killed worker READY again after "
+            f"{_fmt(kill['kill_to_worker_ready_s'])} s)",
+            f"<= {TARGETS['worker_kill_recovery_s']:.0f} s",
+        ),
+    ]
+
+
+def markdown(result: dict) -> str:
+    m, plan = result["machine"], result["plan"]
+    lines = [
+        f"# latentserve benchmark, {result['started']}",
+        "",
+        f"Machine: {m['cores']} cores, {m['cpu']}, {m['memory_mib'] // 1024} GiB, no GPU; "
+        f"Python {m['python']}, torch {m['torch']}, TorchServe {m['torchserve']}, {m['java']}. "
+        f"Command: `{result['command']}` ({result['seconds']:.0f} s). Model: "
+        f"`{result['model']}`; archive settings"
+        f"{' (a VARIANT, not the shipped ones)' if result.get('variant_of_shipped_config') else ''}"
+        f": {settings(result)}. Payloads: Fashion-MNIST test images as base64 PNG in JSON; "
+        f"every answer checked. Cores busy before the run: {result['busy_cores_before']:.2f}.",
+        "",
+        "## Targets (ratios from this run)",
+        "",
+        "| target | measured | goal | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, measured, goal in target_rows(result):
+        ok = met(name, result["ratios"][name]["value"])
+        lines.append(f"| {name} | {measured} | {goal} | {'yes' if ok else 'NO'} |")
+    lines += [
+        "",
+        "`bound` is the most any handler could reach at a CPU-bound point: the no-op's "
+        "CPU per request plus the model's own compute per item at the dynamic batch size "
+        f"(batch {result['worker']['batch_size']}, one thread), against the no-op alone.",
+        "",
+        "## Compute ceiling (in-process TorchScript, items/s)",
+        "",
+        "| module | torch threads | " + " | ".join(f"batch {b}" for b in plan["batches"]) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in plan["batches"]) + " |",
+    ]
+    for mod in ("encoder", "decoder"):
+        for t, by_b in result["compute"][mod].items():
+            cells = " | ".join(f"{by_b[str(b)]:.0f}" for b in plan["batches"])
+            lines.append(f"| {mod} | {t} | {cells} |")
+    lines += [
+        "",
+        "## Service at several concurrencies",
+        "",
+        f"Closed loop, each point {plan['duration']:g} s after {plan['warmup']:g} s warm-up. "
+        "`no-op` is the framework ceiling: a handler that answers the same bytes without any "
+        f"work. CPU columns are in cores (of {m['cores']}); `CPU us/req` is the whole machine's "
+        "busy CPU per answered request; queue times from TorchServe's metrics.",
+        "",
+        "| endpoint | items/req | conc. | req/s | items/s | p50 ms | p95 ms | p99 ms | errors | "
+        "req/batch | queue ms | CPU us/req | client CPU | server CPU | other CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+        "| --- |",
+    ]
+    for p in result["points"]:
+        t = p["timing"]
+        lines.append(
+            f"| {p['label']} | {p['items_per_request']} | {p['concurrency']} | "
+            f"{p['req_per_s']:.1f} | {p['items_per_s']:.0f} | {p['p50_ms']:.1f} | "
+            f"{p['p95_ms']:.1f} | {p['p99_ms']:.1f} | {p['errors']} | "
+            f"{_num(t.get('requests_per_batch'))} | {_num(t.get('queue_ms_per_request'))} | "
+            f"{cpu_us_per_request(p):.0f} | {p['client_cpu']:.2f} | {p['server_cpu']:.2f} | "
+            f"{_other(p):.2f} |"
+        )
+    k, share = result["worker_kill"], result["client_cpu"]
+    other = max(_other(p) for p in result["points"])
+    lines += [
+        "",
+        "## Cold start and worker kill",
+        "",
+        f"- cold start (`make serve`'s models {', '.join(result['cold_start']['models'])}: "
+        f"{result['cold_start']['workers']} workers): {result['cold_start']['seconds']:.1f} s "
+        f"to every worker READY; the bench server ({result['bench_server']['workers']} workers): "
+        f"{result['bench_server']['ready_s']:.1f} s.",
+        f"- worker kill under load (4 clients, single-image encode, client timeout "
+        f"{k['request_timeout_s']:g} s): SIGKILL of one encode worker; a fresh request was "
+        f"answered right {_fmt(k['recovery_s'], 2)} s after the kill and a new worker was READY "
+        f"after {_fmt(k['kill_to_worker_ready_s'])} s. {k['failed']} of {k['requests']} "
+        f"requests failed ({k['in_flight_at_kill']} were in flight at the kill, "
+        f"{k['failed_not_in_flight']} failures outside that; {k['lost']} never answered, "
+        f"ended by the client's timeout), {k['retried'] - k['retry_failures']}/{k['retried']} "
+        f"retries succeeded. Errors: {'; '.join(k['error_samples']) or 'none'}.",
+        "",
+        "## Load generator and other load",
+        "",
+        f"asyncio keep-alive client in one process: at most {share['max_cores']:.2f} cores, "
+        f"{share['max_share_of_busy'] * 100:.0f}% of all busy CPU at any point (mean "
+        f"{share['mean_share_of_busy'] * 100:.0f}%); bench process CPU over the run "
+        f"{share['run_cpu_s']:.0f} s. Other processes on the machine used at most "
+        f"{other:.2f} cores during a point"
+        + (
+            " (the numbers are disturbed: run again on an idle machine)."
+            if other > 0.2
+            else " (an undisturbed run)."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---- plot -----------------------------------------------------------------------------
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, big = result["points"], result["plan"]["big"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    series = [
+        ("encode x1", "C0", "-"),
+        ("noop x1", "C0", ":"),
+        (f"encode x{big}", "C1", "-"),
+        (f"noop x{big}", "C1", ":"),
+        ("decode x1", "C2", "-"),
+        (f"decode x{big}", "C2", "--"),
+        ("sample n=1", "C4", "-"),
+        (f"sample n={big}", "C4", "--"),
+    ]
+    for label, color, style in series:
+        pts = sorted(pick(rows, label), key=lambda r: r["concurrency"])
+        if not pts:
+            continue
+        xs = [p["concurrency"] for p in pts]
+        name = label.replace("noop", "no-op ceiling")
+        ax1.plot(xs, [p["items_per_s"] for p in pts], style, color=color, marker="o", label=name)
+        ax2.plot(xs, [p["p99_ms"] for p in pts], style, color=color, marker="o", label=name)
+    t = compute_threads(result)
+    comp = result["compute"]["encoder"][str(t)]
+    where = f"encoder in-process, {t} thread{'s' if t > 1 else ''}"
+    ax1.axhline(comp[str(big)], color="C1", lw=0.8, ls="-.", label=f"{where}, batch {big}")
+    ax1.axhline(comp["1"], color="C0", lw=0.8, ls="-.", label=f"{where}, batch 1")
+    ticks = sorted({r["concurrency"] for r in rows})
+    for ax, title, unit in ((ax1, "throughput", "items/s"), (ax2, "p99 latency", "ms")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=7, loc="upper left", ncol=2)
+    m = result["machine"]
+    fig.suptitle(
+        f"latentserve {result['model']}: {m['cores']} cores ({m['cpu']}), {result['started']}; "
+        f"{settings(result)}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
