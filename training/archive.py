@@ -41,11 +41,24 @@ STORE = ROOT / "model_store"
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """TorchServe's per-model settings (model-config.yaml), defaults for every archive."""
+    """TorchServe's per-model settings (model-config.yaml), defaults for every archive.
+
+    Chosen with `make bench` on 2 cores (loadtests/README.md has the study):
+    - batchSize 8: with 2 workers and 16 clients sending 64 images each, a
+      batch of 16 went whole to one worker while the other idled (13,100
+      against 23,100 items/s); 8 is also where single images stop gaining;
+    - maxBatchDelay 5 ms: the wait a lone request pays (p50 5.8 ms instead of
+      21.6 ms at 20 ms), with the same throughput under load, where batches
+      fill before the delay ends;
+    - 2 encode workers: a worker is one Python process with one torch thread,
+      so one worker can use only one core; encode (images in, the costliest
+      input decoding) gets two, decode and sample one each, so that the 12
+      archives of `make serve` start 16 workers (cold start <= 20 s).
+    """
 
     batch_size: int = 8  # requests per dynamic batch (each may carry many items)
-    max_batch_delay_ms: int = 20  # how long the frontend waits to fill a batch
-    encode_workers: int = 1
+    max_batch_delay_ms: int = 5  # how long the frontend waits to fill a batch
+    encode_workers: int = 2
     decode_workers: int = 1
     sample_workers: int = 1
     response_timeout_s: int = 60
