@@ -45,6 +45,13 @@ log = logging.getLogger(__name__)
 metric_log = logging.getLogger("latentserve.metrics")
 metric_log.setLevel(logging.INFO)
 UNITS = Units().units  # TorchServe prints "s" as "Seconds", "count" as "Count", ...
+PER_BATCH_LINE = "Backend received inference at"  # ts/protocol/otf_message_handler.py
+
+
+def quiet_per_batch_line(record: logging.LogRecord) -> bool:
+    """Root logger filter: drop the worker's INFO line of every batch (a stdout write
+    the frontend reads and deploy/log4j2.xml discards); everything else passes."""
+    return not (isinstance(record.msg, str) and record.msg.startswith(PER_BATCH_LINE))
 
 
 def metric_lines(
@@ -101,6 +108,7 @@ class LatentHandler(BaseHandler):
         # bad JSON with its own 400. (TorchServe's worker reads this variable on
         # every request; by default it json-decodes application/json bodies.)
         os.environ["TS_DECODE_INPUT_REQUEST"] = "false"
+        logging.getLogger().addFilter(quiet_per_batch_line)
         self.context, self.manifest = context, context.manifest
         self.host = socket.gethostname()
         props = context.system_properties

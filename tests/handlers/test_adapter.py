@@ -161,6 +161,15 @@ def check_metric_lines(caplog, op: str, expect_items: int, expect_rejected: int)
     assert (items, rejected) == (expect_items, expect_rejected)
 
 
+def test_the_workers_per_batch_log_line_is_dropped_at_the_source(services, caplog):
+    """Loading a handler filters TorchServe's per-batch INFO line on the root logger
+    (retrieve_msg logs it for every batch); other lines still pass."""
+    with caplog.at_level(logging.INFO):
+        logging.info("Backend received inference at: %d", 1700000000)
+        logging.info("Backend worker process died.")
+    assert [r.getMessage() for r in caplog.records] == ["Backend worker process died."]
+
+
 def test_metric_lines_match_torchserves_own_format(caplog):
     """Our lines equal ts.metrics.caching_metric's for the same metric (minus the
     optional request ids), so the frontend parses them as its own."""
