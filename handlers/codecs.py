@@ -1,23 +1,19 @@
-"""Request bodies in, response values out: JSON, base64 images, pixel arrays.
+"""Request bodies in, response text out: JSON, base64, pixel arrays, floats.
 
 Every failure raises `RequestError` naming the field, so one bad item rejects
-only its own request. Pixel scaling is the manifest's (`divide_by`, 255 for the
-shipped models): uint8 / divide_by gives the float images the models saw in
-training.
+only its own request. Images themselves are `handlers.images`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ValidationError
 
 from handlers.errors import RequestError, json_path
@@ -123,85 +119,6 @@ def b64_to_bytes(text: str, field: str, limits: Limits) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as err:
         raise RequestError("bad_base64", field, f"not valid base64: {err}") from None
-
-
-def _to_gray(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit grayscale 'L'; transparency composites onto black."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img).astype(np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        return Image.fromarray(np.clip(np.rint(arr / peak * 255), 0, 255).astype(np.uint8), "L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    return img.convert("L")
-
-
-def decode_gray(
-    data: bytes, hw: tuple[int, int], field: str, limits: Limits
-) -> tuple[np.ndarray, dict | None]:
-    """PNG/JPEG bytes -> (H x W uint8 grayscale, converted_from or None).
-
-    The hot path (an 8-bit grayscale image of the model's size) costs one PIL
-    decode and no float work; scaling happens once per request (`scale_pixels`).
-    """
-    if len(data) > limits.max_image_bytes:
-        raise RequestError(
-            "payload_too_large",
-            field,
-            f"{len(data)} bytes; an image may have at most {limits.max_image_bytes} bytes",
-        )
-    try:
-        img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise RequestError("bad_image", field, f"not a readable PNG or JPEG image: {err}") from None
-    if img.format not in ("PNG", "JPEG"):
-        raise RequestError("bad_image", field, f"only PNG and JPEG are accepted, got {img.format}")
-    width, height = img.size
-    if width * height > limits.max_image_pixels:
-        raise RequestError(
-            "payload_too_large",
-            field,
-            f"{width}x{height} pixels; at most {limits.max_image_pixels} pixels per image",
-        )
-    try:
-        img.load()
-        h, w = hw
-        converted = None
-        if img.mode != "L" or img.size != (w, h):
-            converted = {"mode": img.mode, "width": width, "height": height}
-            img = _to_gray(img)
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.Resampling.LANCZOS)
-        arr = np.frombuffer(img.tobytes(), dtype=np.uint8).reshape(h, w)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise RequestError("bad_image", field, f"image could not be decoded: {err}") from None
-    return arr, converted
-
-
-def scale_pixels(gray: np.ndarray, scale: float) -> np.ndarray:
-    """uint8 grayscale (any shape) -> float32 uint8 / scale, in [0, 1]."""
-    out = gray.astype(np.float32)
-    out /= np.float32(scale)
-    if scale < 255:  # only then can uint8 / scale exceed 1
-        np.clip(out, 0.0, 1.0, out=out)
-    return out
-
-
-def decode_image(
-    data: bytes, hw: tuple[int, int], scale: float, field: str, limits: Limits
-) -> tuple[np.ndarray, dict | None]:
-    """PNG/JPEG bytes -> (H x W float32 in [0, 1], converted_from or None)."""
-    gray, converted = decode_gray(data, hw, field, limits)
-    return scale_pixels(gray, scale), converted
-
-
-def encode_png(pixels: np.ndarray, scale: float) -> str:
-    """H x W floats in [0, 1] -> base64 of an 8-bit grayscale PNG."""
-    arr = np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * scale), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr, "L").save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def pixels_to_array(

@@ -92,13 +92,15 @@ def keep_freed_memory(libc_name: str | None = None) -> bool:
     """Make glibc keep freed memory in the process instead of returning it to the OS.
 
     A conv model's activations for a chunk of items are several MB. With
-    glibc's defaults those blocks were unmapped (or the heap trimmed) after
-    every call and faulted in again on the next one: about 15 page faults per
-    item, which made the encoder 1.7x slower per item in a worker than in a
-    warm benchmark (56 vs 32 us at batch 64, measured). With the mmap
-    threshold at 32 MiB and the trim threshold at 128 MiB the working set stays
-    mapped (the worker keeps at most 128 MiB of free heap). Returns False where
-    mallopt is not available (not glibc); then nothing changes.
+    glibc's defaults, its dynamic mmap and trim thresholds decide from the
+    allocation history whether those blocks are unmapped (or the heap trimmed)
+    after every call and faulted in again on the next: in the workers measured,
+    about 15 page faults per item, which made the encoder 1.7x slower per item
+    than in a warm benchmark (56 vs 32 us at batch 64); in fresh processes
+    running the same loop, one in four. With the mmap threshold at 32 MiB and
+    the trim threshold at 128 MiB the working set stays mapped (a worker keeps
+    at most 128 MiB of free heap). Returns False where mallopt is not available
+    (not glibc); then nothing changes.
     """
     try:
         libc = ctypes.CDLL(libc_name or ctypes.util.find_library("c"))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from handlers import codecs
+from handlers import codecs, images
 from handlers.codecs import RawRequest
 from handlers.device import Placement
 from handlers.errors import RequestError
@@ -113,7 +113,7 @@ def _images(pixels: torch.Tensor, fmt: str, scale: float) -> list[dict]:
     arr = pixels[:, 0].numpy()
     if fmt == "array":
         return [{"pixels": codecs.array_to_lists(a)} for a in arr]
-    return [{"image_b64": codecs.encode_png(a, scale)} for a in arr]
+    return [{"image_b64": images.encode_png(a, scale)} for a in arr]
 
 
 class Operation:
@@ -148,8 +148,8 @@ class Encode(Operation):
         if codecs.is_image_body(raw):
             if not isinstance(raw.body, bytes | bytearray):
                 raise RequestError("bad_image", "body", "an image body must be binary")
-            gray, conv = codecs.decode_gray(bytes(raw.body), hw, "body", self.limits)
-            x = codecs.scale_pixels(gray, scale)[None, None]
+            gray, conv = images.decode_gray(bytes(raw.body), hw, "body", self.limits)
+            x = images.scale_pixels(gray, scale)[None, None]
             return Parsed(torch.from_numpy(x), EncodeRequest.model_construct(), None, [conv])
         req = codecs.parse_json(raw, EncodeRequest, self.limits)
         if req.sample and self.info.kind != "vae":
@@ -160,22 +160,22 @@ class Encode(Operation):
             )
         # images decode to uint8 rows, scaled together at the end; pixels come scaled
         x = np.empty((len(req.instances), *hw), dtype=np.float32)
-        images, extras = [], []
+        image_rows, extras = [], []
         for i, inst in enumerate(req.instances):
             if inst.image_b64 is not None:
                 f = f"instances[{i}].image_b64"
                 data = codecs.b64_to_bytes(inst.image_b64, f, self.limits)
-                x[i], conv = codecs.decode_gray(data, hw, f, self.limits)
-                images.append(i)
+                x[i], conv = images.decode_gray(data, hw, f, self.limits)
+                image_rows.append(i)
             else:
                 f = f"instances[{i}].pixels"
                 x[i] = codecs.pixels_to_array(inst.pixels, hw, self.limits.pixel_range, f)
                 conv = None
             extras.append(conv)
-        if len(images) == len(x):
-            x = codecs.scale_pixels(x, scale)
-        elif images:
-            x[images] = codecs.scale_pixels(x[images], scale)
+        if len(image_rows) == len(x):
+            x = images.scale_pixels(x, scale)
+        elif image_rows:
+            x[image_rows] = images.scale_pixels(x[image_rows], scale)
         return Parsed(
             torch.from_numpy(x[:, None]), req, _seed(req.seed) if req.sample else None, extras
         )

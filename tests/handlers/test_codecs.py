@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handlers import codecs
+from handlers import codecs, images
 from handlers.codecs import RawRequest
 from handlers.errors import CODES, RequestError, json_path
 from handlers.limits import LIMITS, Limits
@@ -148,7 +148,7 @@ def test_media_type():
 # ---- images -----------------------------------------------------------------
 def test_gray_png_of_model_size_is_exact_and_not_converted():
     arr = np.arange(784, dtype=np.uint8).reshape(28, 28)
-    got, conv = codecs.decode_image(png_bytes(arr), HW, 255.0, "body", LIMITS)
+    got, conv = images.decode_image(png_bytes(arr), HW, 255.0, "body", LIMITS)
     assert conv is None
     np.testing.assert_array_equal(got, arr.astype(np.float32) / np.float32(255.0))
 
@@ -156,7 +156,7 @@ def test_gray_png_of_model_size_is_exact_and_not_converted():
 def test_rgb_of_other_size_is_converted_and_reported():
     rgb = np.zeros((64, 48, 3), dtype=np.uint8)
     rgb[..., 0] = 255  # pure red -> gray 76 (ITU-R 601-2 luma)
-    got, conv = codecs.decode_image(png_bytes(rgb, "RGB"), HW, 255.0, "f", LIMITS)
+    got, conv = images.decode_image(png_bytes(rgb, "RGB"), HW, 255.0, "f", LIMITS)
     assert conv == {"mode": "RGB", "width": 48, "height": 64}
     assert got.shape == HW and np.allclose(got, 76 / 255, atol=1 / 255)
 
@@ -165,7 +165,7 @@ def test_transparent_pixels_become_black():
     rgba = np.zeros((28, 28, 4), dtype=np.uint8)
     rgba[..., :3] = 255
     rgba[:14, :, 3] = 255  # top half opaque white, bottom half transparent white
-    got, conv = codecs.decode_image(png_bytes(rgba, "RGBA"), HW, 255.0, "f", LIMITS)
+    got, conv = images.decode_image(png_bytes(rgba, "RGBA"), HW, 255.0, "f", LIMITS)
     assert conv["mode"] == "RGBA"
     assert np.all(got[:14] == 1.0) and np.all(got[14:] == 0.0)
 
@@ -175,34 +175,34 @@ def test_16_bit_png_is_scaled():
     img = Image.fromarray(arr16)  # mode I;16
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    got, conv = codecs.decode_image(buf.getvalue(), HW, 255.0, "f", LIMITS)
+    got, conv = images.decode_image(buf.getvalue(), HW, 255.0, "f", LIMITS)
     assert conv is not None and np.all(got == 1.0)
 
 
 def test_jpeg_is_accepted():
     arr = np.full((28, 28), 128, dtype=np.uint8)
-    got, conv = codecs.decode_image(png_bytes(arr, fmt="JPEG"), HW, 255.0, "f", LIMITS)
+    got, conv = images.decode_image(png_bytes(arr, fmt="JPEG"), HW, 255.0, "f", LIMITS)
     assert conv is None and np.allclose(got, 128 / 255, atol=2 / 255)
 
 
 def test_bad_images():
-    rejects("bad_image", "f", codecs.decode_image, b"not an image", HW, 255.0, "f", LIMITS)
+    rejects("bad_image", "f", images.decode_image, b"not an image", HW, 255.0, "f", LIMITS)
     gif = io.BytesIO()
     Image.new("L", (28, 28)).save(gif, format="GIF")
-    err = rejects("bad_image", "f", codecs.decode_image, gif.getvalue(), HW, 255.0, "f", LIMITS)
+    err = rejects("bad_image", "f", images.decode_image, gif.getvalue(), HW, 255.0, "f", LIMITS)
     assert "GIF" in err.message
     truncated = png_bytes(np.zeros((28, 28), np.uint8))[:-30]
-    rejects("bad_image", "f", codecs.decode_image, truncated, HW, 255.0, "f", LIMITS)
+    rejects("bad_image", "f", images.decode_image, truncated, HW, 255.0, "f", LIMITS)
 
 
 def test_image_size_limits():
     big = png_bytes(np.zeros((100, 100), np.uint8))
     tight = Limits(max_image_pixels=99 * 99)
-    rejects("payload_too_large", "f", codecs.decode_image, big, HW, 255.0, "f", tight)
+    rejects("payload_too_large", "f", images.decode_image, big, HW, 255.0, "f", tight)
     rejects(
         "payload_too_large",
         "f",
-        codecs.decode_image,
+        images.decode_image,
         big,
         HW,
         255.0,
@@ -225,8 +225,8 @@ def test_base64():
 
 def test_png_encode_round_trip():
     arr = np.random.default_rng(0).random(HW)
-    data = base64.b64decode(codecs.encode_png(arr, 255.0))
-    back, conv = codecs.decode_image(data, HW, 255.0, "f", LIMITS)
+    data = base64.b64decode(images.encode_png(arr, 255.0))
+    back, conv = images.decode_image(data, HW, 255.0, "f", LIMITS)
     assert conv is None and np.abs(back - arr).max() <= 0.5 / 255 + 1e-6
 
 
@@ -285,8 +285,8 @@ def test_float_rows_json_refuses_non_finite_values(bad):
 
 def test_decode_gray_keeps_the_bytes_and_scaling_happens_once():
     arr = np.random.default_rng(1).integers(0, 256, HW, dtype=np.uint8)
-    gray, conv = codecs.decode_gray(png_bytes(arr), HW, "f", LIMITS)
+    gray, conv = images.decode_gray(png_bytes(arr), HW, "f", LIMITS)
     assert conv is None and gray.dtype == np.uint8 and np.array_equal(gray, arr)
-    scaled = codecs.scale_pixels(gray, 255.0)
+    scaled = images.scale_pixels(gray, 255.0)
     assert scaled.dtype == np.float32 and np.array_equal(scaled, arr.astype(np.float32) / 255)
-    assert codecs.scale_pixels(gray, 200.0).max() <= 1.0  # clipped when uint8/scale > 1
+    assert images.scale_pixels(gray, 200.0).max() <= 1.0  # clipped when uint8/scale > 1

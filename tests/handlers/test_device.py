@@ -93,39 +93,48 @@ def test_cpu_threads():
         torch.set_num_threads(before)
 
 
-# Repeated forward passes of the shipped conv encoder at a full chunk (256 items),
-# in a fresh process; prints minor page faults per call after warm-up.
+# What a conv model's forward pass does to the heap: a few multi-MB activations
+# alive at once, then all freed. Run in a fresh process; prints minor page faults
+# per round after two warm-up rounds.
 FAULTS = """
-import resource, sys, torch
+import ctypes, ctypes.util, resource, sys
 from handlers.device import keep_freed_memory
-if sys.argv[2] == "keep":
+if sys.argv[1] == "keep":
     assert keep_freed_memory()
-torch.set_num_threads(1)
-m = torch.jit.load(sys.argv[1]).eval()
-x = torch.rand(256, 1, 28, 28)
-with torch.inference_mode():
-    for _ in range(3):
-        m(x)
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10):
-        m(x)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 10)
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+n = 8 * 1024 * 1024
+
+def forward():
+    blocks = [libc.malloc(n) for _ in range(4)]
+    for b in blocks:
+        ctypes.memset(b, 1, n)
+    for b in blocks:
+        libc.free(b)
+
+forward(); forward()
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    forward()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 5)
 """
 
 
 def test_keep_freed_memory_stops_page_faults_between_model_calls():
     root = Path(__file__).resolve().parents[2]
-    encoder = root / "model_store" / "fashion-vae" / "encoder.pt"
 
     def faults(mode: str) -> float:
-        cmd = [sys.executable, "-W", "ignore", "-c", FAULTS, str(encoder), mode]
-        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+        cmd = [sys.executable, "-c", FAULTS, mode]
+        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         return float(out.stdout.split()[-1])
 
     default, kept = faults("default"), faults("keep")
-    # glibc's defaults gave ~3,900 faults per call here (16 MB re-faulted each time)
-    assert kept < 50, f"{kept} page faults per call with keep_freed_memory (default: {default})"
+    # glibc's defaults trim the 32 MB back to the OS after every round: 8,160 faults
+    # each time here (the conv encoder in a worker: ~15 faults per item, 1.7x slower)
+    assert default >= 1000, f"glibc no longer trims here ({default} faults): is the option needed?"
+    assert kept < 50, f"{kept} page faults per round with keep_freed_memory"
 
 
 def test_keep_freed_memory_without_glibc_is_a_no_op():
