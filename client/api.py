@@ -3,11 +3,12 @@
 Large inputs are split into requests of `batch_size` items (the server takes at
 most 256 per request), sent by `concurrency` threads, each with its own
 keep-alive `requests.Session`, and reassembled in input order. Connection
-errors, timeouts and 503/507 answers are retried (see `RetryPolicy`); every
-failure the caller sees is a `LatentServeError`, which carries the server's own
-message. Timeouts are retried because TorchServe 0.12 never answers a request
-it had gathered into a batch for a worker that died before the batch was sent
-(README, "Worker kill"); every operation is idempotent, so a retry is safe.
+errors, timeouts, 503/507 answers and TorchServe's 500 "Worker died." are
+retried (see `RetryPolicy`); every failure the caller sees is a
+`LatentServeError`, which carries the server's own message. Timeouts are
+retried because TorchServe 0.12 can leave a request unanswered when its worker
+dies (loadtests/README.md, "Worker kill"); every operation is idempotent, so a
+retry is safe.
 """
 
 from __future__ import annotations
@@ -75,6 +76,16 @@ def _png_to_image(b64: str) -> Image.Image:
     img = Image.open(io.BytesIO(base64.b64decode(b64)))
     img.load()
     return img
+
+
+def retry_status(status: int, content: bytes) -> int:
+    """The status to judge a retry by: TorchServe answers requests in flight when a
+    worker dies with 507, or with 500 when it has not yet seen the process exit
+    (a race); both say "Worker died." and are retried alike. A 500 from the handler
+    itself (error code internal_error, a bug) is not."""
+    if status == 500 and b'"Worker died."' in content:
+        return 507
+    return status
 
 
 class LatentClient:
@@ -193,7 +204,7 @@ class LatentClient:
                 answer = self._parse(content, url, items)
                 self.stats.add(items=items)
                 return answer
-            if self.retry.should_retry(attempt, status):
+            if self.retry.should_retry(attempt, retry_status(status, content)):
                 self._backoff(attempt, headers.get("Retry-After"))
                 continue
             raise LatentServeError.from_response(status, content, url, attempt)

@@ -16,14 +16,11 @@ READY (bounded by `timeout`). Then:
   the frontend while it still gathers a batch for the dead worker;
 - recovery: kill -> end of the probe's first right answer (the service
   answers again), and kill -> a new worker pid READY;
-- lost: failures that are timeouts. TorchServe 0.12 answers the batch it had
-  sent to the dying worker with 507, but requests its WorkerThread had already
-  gathered for the next batch (while waiting up to maxBatchDelay for more)
-  are dropped when the thread is interrupted and never answered
-  (WorkerThread.run's finally block fails only the batch it sent; the new
-  thread's BatchAggregator clears the map). Only the client's timeout ends
-  them. The probe measures recovery because the load's clients may all be
-  stuck on such requests;
+- lost: failures that are timeouts. TorchServe 0.12 answers requests in
+  flight at a worker's death with 507 or 500 "Worker died.", but in one of
+  about ten kills (1 worker, maxBatchDelay 20 ms) it never answered 4 of them:
+  only the clients' timeout (then 30 s) ended them. The probe measures
+  recovery because the load's clients may all be stuck on such requests;
 - every failed request is sent once more (the client's retry) and must succeed.
 """
 

@@ -103,6 +103,18 @@ def test_a_timeout_is_retried_and_the_last_one_is_reported():
     assert info.value.attempts == 4
 
 
+def test_torchserves_500_worker_died_is_retried_but_a_handler_500_is_not():
+    died = (500, {}, b'{"code": 500, "type": "InternalServerException", "message": "Worker died."}')
+    client = Scripted([died], batch_size=256)
+    assert client.encode(numbered(2)).z_mean[:, 0].tolist() == [0, 1]
+    assert client.stats.retries == 1
+    bug = {"error": {"status": 500, "code": "internal_error", "field": "body", "message": "x"}}
+    client = Scripted([(500, {}, json.dumps(bug).encode())], batch_size=256)
+    with pytest.raises(LatentServeError) as info:
+        client.encode(numbered(2))
+    assert (info.value.status, info.value.code, info.value.attempts) == (500, "internal_error", 1)
+
+
 def test_gives_up_after_the_cap_with_the_servers_message():
     client = Scripted([503] * 10, batch_size=256)
     with pytest.raises(LatentServeError) as info:
