@@ -186,18 +186,18 @@ class LatentClient:
             self.stats.add(requests=1)
             try:
                 status, headers, content = self._post_once(url, body)
-            except requests.Timeout as err:  # before ConnectionError: ConnectTimeout is both
+            except (
+                requests.Timeout,
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+            ) as err:
                 if not self.retry.should_retry(attempt, None):
-                    raise LatentServeError(
-                        f"no answer within {self.timeout} s", url=url, attempts=attempt
-                    ) from err
-                self._backoff(attempt, None)
-                continue
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as err:
-                if not self.retry.should_retry(attempt, None):
-                    raise LatentServeError(
-                        f"cannot reach the server: {err}", url=url, attempts=attempt
-                    ) from err
+                    why = (
+                        f"no answer within {self.timeout} s"
+                        if isinstance(err, requests.Timeout)  # ConnectTimeout is both
+                        else f"cannot reach the server: {err}"
+                    )
+                    raise LatentServeError(why, url=url, attempts=attempt) from err
                 self._backoff(attempt, None)
                 continue
             if status == 200:
