@@ -12,6 +12,7 @@ checked too.) The responses prove the sharing: the same
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -20,9 +21,12 @@ import requests
 import torch
 
 from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
+from loadtests.payloads import slow_png_b64
 from training.archive import WorkerConfig
 
 SIZES = [1, 7, 3, None, 12]  # None: a bad request in the middle of the batch
+JSON = {"Content-Type": "application/json"}
+BLOCKER_ITEMS = 6
 
 
 def encode_locally(model_dir, items: np.ndarray) -> np.ndarray:
@@ -33,17 +37,22 @@ def encode_locally(model_dir, items: np.ndarray) -> np.ndarray:
 
 
 def send_concurrently(url: str, blocker: dict, payloads: list[dict], workers: int):
-    """-> (last blocker's response, [response per payload])."""
+    """-> (last blocker's response, [response per payload]).
+
+    Bodies are serialized before the barrier: json.dumps of a dozen pixel arrays
+    takes milliseconds, enough to spread the requests past a 5 ms maxBatchDelay."""
+    bodies = [json.dumps(p).encode() for p in payloads]
+    block_body = json.dumps(blocker).encode()
     results: list = [None] * len(payloads)
     blocked: list = [None] * workers
     gate = threading.Barrier(len(payloads))
 
     def one(i):
         gate.wait()
-        results[i] = requests.post(url, json=payloads[i], timeout=120)
+        results[i] = requests.post(url, data=bodies[i], headers=JSON, timeout=120)
 
     def block(w):
-        blocked[w] = requests.post(url, json=blocker, timeout=120)
+        blocked[w] = requests.post(url, data=block_body, headers=JSON, timeout=120)
 
     busy = [threading.Thread(target=block, args=(w,)) for w in range(workers)]
     for t in busy:  # one blocker per worker, each dispatched alone
@@ -67,7 +76,9 @@ def test_mixed_sizes_share_a_batch_and_get_their_own_items(torchserve, vae):
         else {"instances": [{"pixels": d[0][:20].tolist()}]}  # 20 rows: wrong shape
         for k, d in zip(SIZES, data, strict=True)
     ]
-    blocker = {"instances": [{"pixels": rng.random((28, 28)).tolist()} for _ in range(256)]}
+    # small on the wire, slow to serve: large smooth PNGs to decode and resize (a
+    # blocker of 256 pixel arrays is 2 MB of JSON and reached the frontend last)
+    blocker = {"instances": [{"image_b64": slow_png_b64(i)} for i in range(BLOCKER_ITEMS)]}
     workers = len(torchserve.worker_pids()[f"{vae.name}-encode"])
     for attempt in range(1, 4):
         first, replies = send_concurrently(url, blocker, payloads, workers)
@@ -77,10 +88,10 @@ def test_mixed_sizes_share_a_batch_and_get_their_own_items(torchserve, vae):
     assert len({r.headers[BATCH_ID] for r in replies}) == 1, "never shared one batch"
     # the blocker usually ran alone first; if it arrived within maxBatchDelay it joined
     joined = first.headers[BATCH_ID] == replies[0].headers[BATCH_ID]
-    items = sum(k or 0 for k in SIZES) + (256 if joined else 0)
+    items = sum(k or 0 for k in SIZES) + (BLOCKER_ITEMS if joined else 0)
     assert {r.headers[BATCH_REQUESTS] for r in replies} == {str(5 + joined)}
     assert {r.headers[BATCH_ITEMS] for r in replies} == {str(items)}
-    assert first.status_code == 200 and len(first.json()["predictions"]) == 256
+    assert first.status_code == 200 and len(first.json()["predictions"]) == BLOCKER_ITEMS
 
     assert [r.status_code for r in replies] == [200, 200, 200, 400, 200]
     bad = replies[3].json()["error"]
