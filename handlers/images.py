@@ -85,7 +85,11 @@ def decode_gray(
     No float work: scaling happens once per request (`scale_pixels`).
     """
     if len(data) > limits.max_image_bytes:
-        raise _too_large(field, len(data), limits)
+        raise RequestError(
+            "payload_too_large",
+            field,
+            f"{len(data)} bytes; an image may have at most {limits.max_image_bytes} bytes",
+        )
     h, w = hw
     idat = plain_gray_png(data, hw)
     if idat is not None:
@@ -152,11 +156,3 @@ def encode_png(pixels: np.ndarray, scale: float) -> str:
     buf = io.BytesIO()
     Image.fromarray(arr, "L").save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _too_large(field: str, n: int, limits: Limits) -> RequestError:
-    return RequestError(
-        "payload_too_large",
-        field,
-        f"{n} bytes; an image may have at most {limits.max_image_bytes} bytes",
-    )

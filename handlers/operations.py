@@ -148,9 +148,9 @@ class Encode(Operation):
         if codecs.is_image_body(raw):
             if not isinstance(raw.body, bytes | bytearray):
                 raise RequestError("bad_image", "body", "an image body must be binary")
-            gray, conv = images.decode_gray(bytes(raw.body), hw, "body", self.limits)
-            x = images.scale_pixels(gray, scale)[None, None]
-            return Parsed(torch.from_numpy(x), EncodeRequest.model_construct(), None, [conv])
+            arr, conv = images.decode_image(bytes(raw.body), hw, scale, "body", self.limits)
+            x = torch.from_numpy(arr[None, None])
+            return Parsed(x, EncodeRequest.model_construct(), None, [conv])
         req = codecs.parse_json(raw, EncodeRequest, self.limits)
         if req.sample and self.info.kind != "vae":
             raise RequestError(

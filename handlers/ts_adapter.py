@@ -55,14 +55,14 @@ def quiet_per_batch_line(record: logging.LogRecord) -> bool:
 
 
 def metric_lines(
-    rec: Recorder, model_name: str, handler_ms: float | None, host: str, timestamp: int
+    rec: Recorder, model_name: str, handler_ms: float, host: str, timestamp: int
 ) -> list[str]:
     """A batch's observations as TorchServe backend metric lines.
 
     `[METRICS]<name>.<unit>:<value>|#<dim>:<value>,...|#type:<TYPE>|#hostname:<host>,<ts>`,
     dimensions ModelName and Level first, then the metric's own in declared order
-    (the frontend matches them by position). `handler_ms` adds TorchServe's
-    HandlerTime gauge, which BaseHandler.handle would have emitted.
+    (the frontend matches them by position). The last line is TorchServe's
+    HandlerTime gauge (`handler_ms`), which BaseHandler.handle would have emitted.
     """
     tail = f"|#hostname:{host},{timestamp}"
     lines = []
@@ -72,11 +72,10 @@ def metric_lines(
         dims = ",".join(f"{d}:{v}" for d, v in zip(BASE_DIMS + spec.dims, values, strict=True))
         unit, kind = UNITS.get(spec.unit, spec.unit), spec.kind.upper()
         lines.append(f"[METRICS]{o.name}.{unit}:{o.value}|#{dims}|#type:{kind}{tail}")
-    if handler_ms is not None:
-        lines.append(
-            f"[METRICS]HandlerTime.{UNITS['ms']}:{handler_ms}|#ModelName:{model_name},Level:Model"
-            f"|#type:GAUGE{tail}"
-        )
+    lines.append(
+        f"[METRICS]HandlerTime.{UNITS['ms']}:{handler_ms}|#ModelName:{model_name},Level:Model"
+        f"|#type:GAUGE{tail}"
+    )
     return lines
 
 

@@ -38,9 +38,7 @@ def slow_png_b64(seed: int) -> str:
     """A 2000 x 2000 smooth image as base64 PNG: a few KB on the wire, slow to
     decode and resize (tests use it to keep a worker busy)."""
     ramp = np.add.outer(np.arange(2000), np.arange(2000) * (seed + 1)) % 256
-    buf = io.BytesIO()
-    Image.fromarray(ramp.astype(np.uint8), "L").save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+    return png_b64(ramp)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
