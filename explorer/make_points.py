@@ -20,13 +20,12 @@ import numpy as np
 
 from client import LatentClient
 from client.inputs import idx_labels_path, read_idx
+from paths import EXPLORER, FASHION_TEST_IMAGES, STORE
 
-ROOT = Path(__file__).resolve().parent.parent
-TEST_IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 COMMAND = "make explorer-points"
 
 
-def encoder_sha256(model: str, store: Path = ROOT / "model_store") -> str:
+def encoder_sha256(model: str, store: Path = STORE) -> str:
     manifest = json.loads((store / model / "manifest.json").read_text())
     return manifest["files"]["encoder.pt"]
 
@@ -37,9 +36,7 @@ def class_names() -> list[str]:
     return CLASS_NAMES["fashion-mnist"]
 
 
-def build(
-    url: str, model: str, store: Path = ROOT / "model_store", images: Path = TEST_IMAGES
-) -> dict:
+def build(url: str, model: str, store: Path = STORE, images: Path = FASHION_TEST_IMAGES) -> dict:
     x = read_idx(images)
     labels_path = idx_labels_path(images)
     if labels_path is None:
@@ -68,10 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--model", default="fashion-vae-2d")
-    p.add_argument("--store", default=str(ROOT / "model_store"), help="where <model>/ is")
+    p.add_argument("--store", default=str(STORE), help="where <model>/ is")
     p.add_argument("--out", help="default explorer/data/<model>.json")
     a = p.parse_args(argv)
-    out = Path(a.out or ROOT / "explorer" / "data" / f"{a.model}.json")
+    out = Path(a.out or EXPLORER / "data" / f"{a.model}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(build(a.url, a.model, Path(a.store)), separators=(",", ":")) + "\n")
     print(f"wrote {out} ({out.stat().st_size // 1024} KiB)")

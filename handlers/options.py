@@ -1,6 +1,6 @@
 """Per-worker tuning read from the archive's model-config.yaml `handler:` section.
 
-`training/archive.py` writes these defaults into every archive (one source of
+`serving/archive.py` writes these defaults into every archive (one source of
 truth: this dataclass); an operator may edit them per model. Unknown keys or
 wrong types fail the worker at load time with a clear message rather than being
 ignored.

@@ -53,8 +53,8 @@ from loadtests.benchserver import (
 )
 from loadtests.httpgen import cpu_seconds_self, machine_busy_seconds, run_point
 from loadtests.live import STORE, RunningServer, ServerSpec, running_server, shipped_models
+from serving.archive import WorkerConfig
 from serving.process import ROOT
-from training.archive import WorkerConfig
 
 FIGURE = ROOT / "docs" / "figures" / "bench.png"
 

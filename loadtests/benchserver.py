@@ -25,7 +25,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.live import STORE
-from training.archive import WorkerConfig, build_archives
+from serving.archive import WorkerConfig, build_archives
 
 NOOP_HANDLER = Path(__file__).resolve().parent / "noop_handler.py"
 STAGES = ("decode_input", "model", "encode_output")

@@ -2,7 +2,7 @@
 
 The tests use `tests/integration/server.py` (it fails a test with pytest's
 message); these command-line tools use this thin wrapper over the same parts:
-`training.archive.build_archives` builds the archives from the current code into
+`serving.archive.build_archives` builds the archives from the current code into
 a private store, `serving.process.TorchServeProcess` renders the config with
 free ports, starts TorchServe and waits until every worker is READY.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import requests
 
+from serving.archive import WorkerConfig, build_archives
 from serving.process import BASE_CONFIG, ROOT, Ports, TorchServeProcess
-from training.archive import WorkerConfig, build_archives
 
 STORE = ROOT / "model_store"
 OPS = ("encode", "decode", "sample")

@@ -19,10 +19,10 @@ import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from serving.process import BASE_CONFIG, ROOT, Ports, ServeError, TorchServeProcess, read_properties
+from paths import LOGS, SHIPPED_MODELS, STORE
+from serving.process import BASE_CONFIG, Ports, ServeError, TorchServeProcess, read_properties
 
-RUN_DIR = ROOT / "logs" / "torchserve"
-PREFERRED = ("fashion-vae", "fashion-vae-2d", "fashion-ae", "mnist-vae-2d")
+RUN_DIR = LOGS / "torchserve"
 
 EXAMPLES = """\
 # health
@@ -46,7 +46,7 @@ curl -s {metrics}/metrics | grep latentserve_items_total
 """
 
 
-def local_server(run_dir: Path = RUN_DIR, store: Path = ROOT / "model_store") -> TorchServeProcess:
+def local_server(run_dir: Path = RUN_DIR, store: Path = STORE) -> TorchServeProcess:
     props = read_properties(BASE_CONFIG)
     port = {k: urlparse(props[f"{k}_address"]).port for k in ("inference", "management", "metrics")}
     return TorchServeProcess(run_dir=run_dir, model_store=store, ports=Ports(**port))
@@ -55,7 +55,7 @@ def local_server(run_dir: Path = RUN_DIR, store: Path = ROOT / "model_store") ->
 def _example_model(server: TorchServeProcess) -> tuple[str, int]:
     """A served model for the examples, and its latent_dim (from its decode archive)."""
     names = {m.rsplit("-", 1)[0] for m in server.expected_models()}
-    model = next((m for m in PREFERRED if m in names), min(names))
+    model = next((m for m in SHIPPED_MODELS if m in names), min(names))
     with zipfile.ZipFile(server.model_store / f"{model}-decode.mar") as z:
         return model, json.loads(z.read("manifest.json"))["latent_dim"]
 

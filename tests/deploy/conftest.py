@@ -15,7 +15,7 @@ def deploy_store(tmp_path_factory):
     exports = tmp_path_factory.mktemp("exports")
     export_fixture(exports / tsproc.TEST_MODEL, "vae", latent_dim=tsproc.LATENT_DIM)
     out = tmp_path_factory.mktemp("model-store")
-    cmd = [sys.executable, "-m", "training.archive", "--store", str(exports), "--out", str(out)]
+    cmd = [sys.executable, "-m", "serving.archive", "--store", str(exports), "--out", str(out)]
     proc = subprocess.run(cmd, cwd=tsproc.ROOT, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         pytest.fail(f"building archives failed:\n{proc.stdout}\n{proc.stderr}")

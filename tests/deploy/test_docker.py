@@ -118,7 +118,7 @@ def test_runtime_rules(dockerfile):
     assert "8081" not in exposed and {"8080", "8082"} <= set(exposed)
     # the models are archived at build time, by the project's own archiver
     runs = " ".join(a for w, a in ins if w == "RUN")
-    assert "-m training.archive" in runs
+    assert "-m serving.archive" in runs
     # the image's paths are the ones the production config and the probes use
     props = tsproc.read_properties(tsproc.PROD_CONFIG)
     env = " ".join(a for w, a in runtime if w == "ENV")
@@ -192,7 +192,8 @@ def test_dockerignore_keeps_what_copy_needs_and_drops_the_rest():
     for path in (
         "model_store/fashion-vae/encoder.pt",
         "handlers/engine.py",
-        "training/archive.py",
+        "serving/archive.py",
+        "paths.py",
     ):
         assert not _ignored(path, patterns), path
     for path in (
@@ -203,5 +204,6 @@ def test_dockerignore_keeps_what_copy_needs_and_drops_the_rest():
         "model_store/.build/x.stamp",
         "handlers/__pycache__/engine.cpython-311.pyc",
         "tests/deploy/test_docker.py",
+        "training/train.py",  # the images serve exports; they never train
     ):
         assert _ignored(path, patterns), f"{path} would be sent to the Docker daemon"

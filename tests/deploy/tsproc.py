@@ -33,7 +33,7 @@ VENV_BIN = Path(sys.executable).parent
 
 # The deploy tests serve one small VAE exported through the real export path
 # (randomly initialised: they test the deployment, not the model) and archived
-# by training/archive.py exactly as the image build archives the shipped ones.
+# by serving/archive.py exactly as the image build archives the shipped ones.
 TEST_MODEL = "deploy-vae"
 LATENT_DIM = 2
 

@@ -1,6 +1,6 @@
 """The TorchServe adapter inside TorchServe's own Python worker code, no frontend.
 
-An archive built by `training/archive.py` is unpacked and loaded with
+An archive built by `serving/archive.py` is unpacked and loaded with
 TorchServe's `TsModelLoader` (as its worker does); batches go through
 `Service.predict`, which frames the answer exactly as the worker sends it to
 the Java frontend. We decode that frame and check each request's status,
@@ -24,8 +24,9 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
 
 from handlers.metrics import BASE_DIMS, SPECS
+from paths import ROOT
+from serving.archive import build_archives
 from tests.handlers.tiny import LATENT, pixels
-from training.archive import ROOT, build_archives
 
 METRIC_LINE = re.compile(
     r"\s*([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|]*)(\|#type:([^|,]+))?"

@@ -9,9 +9,9 @@ import yaml
 
 from handlers.limits import LIMITS
 from handlers.metrics import BASE_DIMS, SPECS
+from paths import ROOT
 from serving.process import BASE_CONFIG, read_properties
 from serving.schema import schemas
-from training.archive import ROOT
 
 METRICS_YAML = ROOT / "deploy" / "metrics.yaml"
 

@@ -8,7 +8,8 @@ from handlers.errors import CODES
 from handlers.limits import LIMITS
 from handlers.metrics import SPECS
 from handlers.options import HandlerOptions
-from training.archive import ROOT, WorkerConfig
+from paths import ROOT
+from serving.archive import WorkerConfig
 
 
 def api_section() -> str:

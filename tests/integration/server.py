@@ -10,7 +10,7 @@ Reuse from any test module (deployment, load, client tests)::
 
 or, inside tests/integration/, take the session fixture `torchserve` (one
 server for the whole session, see conftest.py). `start_live_server` builds the
-three archives of each model dir with `training.archive.build_archives` into
+three archives of each model dir with `serving.archive.build_archives` into
 `tmp_dir/store`, renders `config` (default `deploy/config.properties`) with free
 loopback ports (never 8080-8082, so a running `make serve` does not collide),
 starts TorchServe with `serving.process.TorchServeProcess` (run files under
@@ -33,8 +33,8 @@ import requests
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from serving.archive import build_archives
 from serving.process import BASE_CONFIG, ROOT, Ports, ServeError, TorchServeProcess
-from training.archive import build_archives
 from training.export import export_model
 from training.models import ModelConfig, build_model
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from handlers.limits import LIMITS
 from handlers.schemas import RESPONSES
-from training.archive import WorkerConfig
+from serving.archive import WorkerConfig
 from training.data import load_dataset
 
 N_ROUND_TRIP = 1024  # test images per model, sent as 4 requests of 256

@@ -22,7 +22,7 @@ import torch
 
 from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
 from loadtests.payloads import slow_png_b64
-from training.archive import WorkerConfig
+from serving.archive import WorkerConfig
 
 SIZES = [1, 7, 3, None, 12]  # None: a bad request in the middle of the batch
 JSON = {"Content-Type": "application/json"}

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from serving import cli
+from serving.archive import build_archives
 from serving.process import BASE_CONFIG, Ports, ServeError, TorchServeProcess, read_properties
 from tests.integration.server import export_fixture
-from training.archive import build_archives
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 

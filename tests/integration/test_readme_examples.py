@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from training.archive import ROOT
+from paths import ROOT
 
 STATUS = "HTTP_STATUS"
 CURL = "curl() { command curl -w '%{stderr}" + STATUS + ' %{http_code}\\n\' "$@"; }\n'

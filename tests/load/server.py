@@ -9,7 +9,7 @@ because these tests kill workers, flood queues and watch memory, which must
 not disturb (or be disturbed by) the integration tests' exact metric counts.
 
 It serves the shipped `fashion-vae` (VAE, latent 32): three archives with the
-shipped worker settings (training/archive.py WorkerConfig), the plain local
+shipped worker settings (serving/archive.py WorkerConfig), the plain local
 config on free loopback ports.
 """
 

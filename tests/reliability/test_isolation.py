@@ -43,8 +43,8 @@ from PIL import Image
 
 from handlers.engine import BATCH_ID, BATCH_ITEMS
 from loadtests import payloads
+from serving.archive import WorkerConfig
 from tests.load.server import MODEL
-from training.archive import WorkerConfig
 
 JSON = {"Content-Type": "application/json"}
 LATENT_DIM = 32

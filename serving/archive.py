@@ -1,6 +1,6 @@
 """Build TorchServe archives for every exported model: `<name>-{encode,decode,sample}.mar`.
 
-    python -m training.archive [--store model_store] [--out DIR] [--models NAME ...] [--force]
+    python -m serving.archive [--store model_store] [--out DIR] [--models NAME ...] [--force]
 
 A model directory is any `<store>/<name>/` holding `manifest.json` (the export
 contract of `training/export.py`). Each archive holds the operation's entry
@@ -30,13 +30,13 @@ from pathlib import Path
 
 import yaml
 
+import handlers
 from handlers.operations import FILES, MANIFEST
 from handlers.options import HandlerOptions
+from paths import STORE
 
-ROOT = Path(__file__).resolve().parent.parent
-HANDLERS = ROOT / "handlers"
+HANDLERS = Path(handlers.__file__).resolve().parent
 OPERATIONS = tuple(FILES)  # encode, decode, sample
-STORE = ROOT / "model_store"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""training/archive.py: contents, model-config.yaml, rebuild-on-change stamps, pruning."""
+"""serving/archive.py: contents, model-config.yaml, rebuild-on-change stamps, pruning."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import zipfile
 
 import yaml
 
-from training import archive
-from training.archive import WorkerConfig, build_archives
+from serving import archive
+from serving.archive import WorkerConfig, build_archives
 
 
 def quiet(*_):

@@ -1,4 +1,4 @@
-"""Fixtures of the handler unit tests (helpers in tests/handlers/tiny.py)."""
+"""Fixtures shared by every test folder (helpers live in the folders' own modules)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tests.handlers.tiny import export_tiny
 
 @pytest.fixture(scope="session")
 def vae_dir(tmp_path_factory) -> Path:
+    """A tiny randomly initialised VAE exported through the real export path."""
     return export_tiny(tmp_path_factory.mktemp("models") / "tiny-vae", "vae")
 
 

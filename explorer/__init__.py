@@ -1,0 +1,1 @@
+"""The latent explorer: a static page (index.html) and the tool that makes its points."""
