@@ -1,11 +1,11 @@
 """`LatentClient`: encode, decode and sample against a latentserve TorchServe.
 
-Large inputs are split into requests of `batch_size` items (the server takes at
-most 256 per request), sent by `concurrency` threads, each with its own
-keep-alive `requests.Session`, and reassembled in input order. Connection
-errors, timeouts, 503/507 answers and TorchServe's 500 "Worker died." are
-retried (see `RetryPolicy`); every failure the caller sees is a
-`LatentServeError`, which carries the server's own message. Timeouts are
+Large inputs are split into requests of `batch_size` items (at most the
+server's `MAX_ITEMS` per request, client/limits.py), sent by `concurrency`
+threads, each with its own keep-alive `requests.Session`, and reassembled in
+input order. Connection errors, timeouts, 503/507 answers and TorchServe's 500
+"Worker died." are retried (see `RetryPolicy`); every failure the caller sees
+is a `LatentServeError`, which carries the server's own message. Timeouts are
 retried because TorchServe 0.12 can leave a request unanswered when its worker
 dies (loadtests/README.md, "Worker kill"); every operation is idempotent, so a
 retry is safe.
@@ -30,11 +30,10 @@ from PIL import Image
 
 from client import inputs
 from client.errors import InputError, LatentServeError
-from client.retry import RetryPolicy, run_ordered, split
+from client.limits import MAX_ITEMS, MAX_N, MAX_SEED
+from client.retry import RetryPolicy, retry_status, run_ordered, split
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-MAX_ITEMS = 256  # the server's per-request limit (handlers/limits.py max_items / max_n)
-MAX_SEED = 2**63 - 1
 # Measured on 2 CPU cores embedding the 10k test set (docs/client.md): larger requests
 # amortize HTTP and JSON overhead; 4 in flight keep the server's dynamic batches full.
 DEFAULT_BATCH_SIZE = 128
@@ -78,22 +77,12 @@ def _png_to_image(b64: str) -> Image.Image:
     return img
 
 
-def retry_status(status: int, content: bytes) -> int:
-    """The status to judge a retry by: TorchServe answers requests in flight when a
-    worker dies with 507, or with 500 when it has not yet seen the process exit
-    (a race); both say "Worker died." and are retried alike. A 500 from the handler
-    itself (error code internal_error, a bug) is not."""
-    if status == 500 and b'"Worker died."' in content:
-        return 507
-    return status
-
-
 class LatentClient:
     """Client of one model's three endpoints, `<model>-encode|decode|sample`.
 
     Parameters: `base_url` of the inference API; `token` the inference key when
     TorchServe's token authorization is on; `timeout` seconds to connect and to
-    read one answer; `batch_size` items per request (<= 256); `concurrency`
+    read one answer; `batch_size` items per request (<= MAX_ITEMS); `concurrency`
     requests in flight; `retry` the RetryPolicy. Use it as a context manager or
     call `close()` to release the connections.
     """
@@ -309,7 +298,7 @@ class LatentClient:
         *,
         as_array: bool = False,
     ) -> list[Image.Image] | np.ndarray:
-        """`n` images from the prior. Request k (of at most 256 images) uses seed + k, so
+        """`n` images from the prior. Request k (of at most MAX_N images) uses seed + k, so
         the same (n, seed, temperature) always gives the same images; without a seed
         one is drawn (then `last_seed` tells it)."""
         if n < 1:
@@ -330,7 +319,7 @@ class LatentClient:
 
             return run
 
-        ranges = split(n, MAX_ITEMS)
+        ranges = split(n, MAX_N)
         answers = self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)])
         return self._images([p for a in answers for p in a["predictions"]], as_array)
 

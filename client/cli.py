@@ -26,6 +26,7 @@ from tqdm import tqdm
 from client import inputs
 from client.api import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_URL, LatentClient
 from client.errors import InputError, LatentServeError
+from client.limits import MAX_ITEMS
 from client.retry import RetryPolicy
 
 
@@ -172,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--token", help="inference key (default $LATENTSERVE_TOKEN)")
     auth.add_argument("--token-file", help="TorchServe's key_file.json (uses its inference key)")
     common.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="items per request (<= 256)"
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"items per request (<= {MAX_ITEMS})",
     )
     common.add_argument(
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight"

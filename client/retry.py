@@ -84,3 +84,13 @@ class RetryPolicy:
         if attempt > self.retries:
             return False
         return status is None or status in self.statuses
+
+
+def retry_status(status: int, content: bytes) -> int:
+    """The status to judge a retry by: TorchServe answers requests in flight when a
+    worker dies with 507, or with 500 when it has not yet seen the process exit
+    (a race); both say "Worker died." and are retried alike. A 500 from the handler
+    itself (error code internal_error, a bug) is not."""
+    if status == 500 and b'"Worker died."' in content:
+        return 507
+    return status

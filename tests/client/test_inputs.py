@@ -3,7 +3,6 @@
 import base64
 import gzip
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,7 @@ from PIL import Image
 from client import InputError
 from client.cli import grid, source_labels
 from client.inputs import as_items, idx_labels_path, is_idx, read_idx, to_instance
-
-FASHION_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+from paths import FASHION_TEST_IMAGES as FASHION_TEST
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
