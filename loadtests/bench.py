@@ -43,20 +43,14 @@ import numpy as np
 from handlers.options import HandlerOptions
 from loadtests import chaos, compute, payloads
 from loadtests.benchreport import TARGETS, compute_threads, markdown, met, plot, ratios
-from loadtests.benchserver import (
-    build_noop,
-    build_unbatched,
-    machine,
-    reference_reply,
-    scrape,
-    timing,
-)
+from loadtests.benchserver import build_noop, build_unbatched, machine, reference_reply, timing
 from loadtests.httpgen import cpu_seconds_self, machine_busy_seconds, run_point
-from loadtests.live import STORE, RunningServer, ServerSpec, running_server, shipped_models
+from paths import FIGURES, LOADTEST_RESULTS, SHIPPED_MODELS, STORE
 from serving.archive import WorkerConfig
-from serving.process import ROOT
+from serving.query import scrape
+from serving.server import RunningServer, start_server
 
-FIGURE = ROOT / "docs" / "figures" / "bench.png"
+FIGURE = FIGURES / "bench.png"
 
 
 @dataclass(frozen=True)
@@ -111,15 +105,16 @@ def exact_length(n: int):
 
 # ---- the run -----------------------------------------------------------------------
 def cold_start(tmp: Path, worker: WorkerConfig, log) -> dict:
-    models = shipped_models()
+    models = list(SHIPPED_MODELS)
     log(f"cold start: TorchServe with every shipped model {models} (what `make serve` loads)")
-    with running_server(ServerSpec(models=models, worker=worker), tmp / "cold") as server:
+    dirs = [STORE / m for m in models]
+    with start_server(tmp / "cold", dirs, worker=worker) as server:
         workers = sum(len(p) for p in server.worker_pids().values())
         return {"models": models, "workers": workers, "seconds": server.ready_seconds}
 
 
 def load_points(server: RunningServer, model: str, plan: Plan, names: dict, log) -> list[dict]:
-    metrics_url = server.process.metrics_url
+    metrics_url = server.metrics_url
     pids = server.all_pids()
     dim_latents = payloads.test_images()[:512]
     big = plan.big
@@ -264,8 +259,7 @@ def run(model: str, plan: Plan, worker: WorkerConfig, log=print) -> dict:
             "noop_len": {k: len(v.encode()) for k, v in replies.items()},
         }
         extra = [names["noop1"], names["noop64"], names["b1"]]
-        spec = ServerSpec(models=[model], extra=extra, worker=worker)
-        with running_server(spec, tmp / "bench") as server:
+        with start_server(tmp / "bench", [STORE / model], extra, worker) as server:
             workers = sum(len(p) for p in server.worker_pids().values())
             result["bench_server"] = {"workers": workers, "ready_s": server.ready_seconds}
             log(f"bench server READY in {server.ready_seconds:.1f} s ({workers} workers)")
@@ -305,7 +299,7 @@ def write(result: dict, out: Path, latest: bool) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="latentserve benchmark (see the module docstring)")
     p.add_argument("--model", default="fashion-vae", help="shipped model to benchmark")
-    p.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results")
+    p.add_argument("--out", type=Path, default=LOADTEST_RESULTS)
     p.add_argument("--quick", action="store_true", help="short points, few concurrencies")
     p.add_argument(
         "--targets-only",

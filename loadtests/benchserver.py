@@ -5,8 +5,8 @@
 - `build_noop`: a no-op archive (`noop_handler.py`) with the encode archive's
   worker settings: the framework ceiling;
 - `build_unbatched`: the model's encode archive with batchSize 1;
-- `scrape` / `timing`: per-point queue, inference and handler-stage timings
-  from TorchServe's and the handlers' Prometheus metrics;
+- `timing`: per-point queue, inference and handler-stage timings from two
+  scrapes (`serving.query.scrape`) of TorchServe's and the handlers' metrics;
 - `machine`: what the numbers were measured on.
 """
 
@@ -20,12 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from loadtests.live import STORE
+from paths import STORE
 from serving.archive import WorkerConfig, build_archives
+from serving.query import Samples, metric
 
 NOOP_HANDLER = Path(__file__).resolve().parent / "noop_handler.py"
 STAGES = ("decode_input", "model", "encode_output")
@@ -86,39 +85,28 @@ def build_unbatched(store: Path, tmp: Path, model: str, worker: WorkerConfig) ->
 
 
 # ---- metrics ----------------------------------------------------------------------
-def scrape(metrics_url: str) -> dict[tuple[str, str], float]:
-    """{(sample name, model or Operation/Stage label): value} for the timing metrics."""
-    text = requests.get(f"{metrics_url}/metrics", timeout=10).text
-    out: dict[tuple[str, str], float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            label = s.labels.get("model_name") or s.labels.get("ModelName") or ""
-            stage = s.labels.get("Stage")
-            key = (s.name, f"{label}/{stage}" if stage else label)
-            out[key] = out.get(key, 0.0) + s.value
-    return out
+def timing(before: Samples, after: Samples, archive: str) -> dict:
+    """Per request and per batch timings of one point from TorchServe's and our metrics.
 
+    TorchServe's frontend labels its series `model_name`, the handlers' `ModelName`.
+    """
 
-def timing(before: dict, after: dict, archive: str) -> dict:
-    """Per request and per batch timings of one point from TorchServe's and our metrics."""
+    def delta(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
 
-    def delta(name: str, label: str = archive) -> float:
-        # prometheus_client's parser may call a counter's sample <name>_total
-        return sum(
-            after.get((n, label), 0.0) - before.get((n, label), 0.0)
-            for n in {name, f"{name}_total"}
-        )
-
-    reqs = delta("ts_inference_requests_total")
-    batches = delta("latentserve_batch_requests_count")
+    reqs = delta("ts_inference_requests_total", model_name=archive)
+    batches = delta("latentserve_batch_requests_count", ModelName=archive)
     out = {}
     if reqs > 0:
-        out["queue_ms_per_request"] = delta("ts_queue_latency_microseconds") / reqs / 1000
-        out["inference_ms_per_request"] = delta("ts_inference_latency_microseconds") / reqs / 1000
+        queue_us = delta("ts_queue_latency_microseconds", model_name=archive)
+        inference_us = delta("ts_inference_latency_microseconds", model_name=archive)
+        out["queue_ms_per_request"] = queue_us / reqs / 1000
+        out["inference_ms_per_request"] = inference_us / reqs / 1000
     if batches > 0:
-        out["requests_per_batch"] = delta("latentserve_batch_requests_sum") / batches
+        batched = delta("latentserve_batch_requests_sum", ModelName=archive)
+        out["requests_per_batch"] = batched / batches
         for stage in STAGES:
-            s = delta("latentserve_stage_seconds_sum", f"{archive}/{stage}")
+            s = delta("latentserve_stage_seconds_sum", ModelName=archive, Stage=stage)
             out[f"{stage}_ms_per_batch"] = s / batches * 1000
     return out
 

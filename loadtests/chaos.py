@@ -35,17 +35,9 @@ from dataclasses import asdict, dataclass, field
 
 import requests
 
+from serving.query import pids_of, worker_pids, workers
+
 Check = Callable[[requests.Response], str | None]  # None when the answer is right
-
-
-def workers(management_url: str, model: str) -> list[dict]:
-    resp = requests.get(f"{management_url}/models/{model}", timeout=10)
-    resp.raise_for_status()
-    return resp.json()[0].get("workers", [])
-
-
-def worker_pids(management_url: str, model: str) -> list[int]:
-    return sorted(int(w["pid"]) for w in workers(management_url, model) if w.get("pid"))
 
 
 @dataclass
@@ -152,9 +144,9 @@ def kill_worker_under_load(
             if ready_at is None:
                 try:
                     ws = workers(management_url, model)
-                except (requests.RequestException, ValueError, IndexError):
+                except (OSError, ValueError, IndexError):
                     ws = []
-                new_pids = sorted(int(w["pid"]) for w in ws if w.get("pid"))
+                new_pids = pids_of(ws)
                 if ws and all(w["status"] == "READY" for w in ws) and pid not in new_pids:
                     ready_at = time.monotonic()
             first_ok_at = probe_ok[0] if probe_ok else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +27,10 @@ import numpy as np
 import requests
 
 from loadtests import payloads
-from loadtests.chaos import worker_pids
-
-OPS = ("encode", "decode", "sample")
+from paths import LOADTEST_RESULTS, STORE
+from serving.archive import OPERATIONS
+from serving.query import worker_pids
+from serving.server import start_server
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -154,7 +156,7 @@ def run_soak(
 ) -> SoakReport:
     if warmup is None:
         warmup = min(60.0, max(5.0, seconds / 3))
-    archives = [f"{model}-{op}" for op in OPS]
+    archives = [f"{model}-{op}" for op in OPERATIONS]
     pids_before = {a: worker_pids(management_url, a) for a in archives}
     latents, dim, vae = learn_latents(url, model)
     jobs = Traffic.build(latents, dim, vae).jobs
@@ -254,21 +256,17 @@ def run_soak(
 
 def main(argv: list[str] | None = None) -> None:
     """`make soak`: start a TorchServe of its own on free loopback ports, soak it, report."""
-    import tempfile
-
-    from loadtests.live import ServerSpec, running_server
-
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=300.0, help="soak duration (300)")
     p.add_argument("--rate", type=float, default=25.0, help="requests per second (25)")
     p.add_argument("--warmup", type=float, default=None, help="seconds excluded from RSS growth")
     p.add_argument("--model", default="fashion-vae", help="shipped model to serve and soak")
     p.add_argument("--max-growth", type=float, default=0.05, help="worker RSS growth limit")
-    p.add_argument("--out", type=Path, default=Path("loadtests/results"))
+    p.add_argument("--out", type=Path, default=LOADTEST_RESULTS)
     a = p.parse_args(argv)
     with (
         tempfile.TemporaryDirectory(prefix="latentserve-soak-") as tmp,
-        running_server(ServerSpec(models=[a.model]), Path(tmp)) as server,
+        start_server(Path(tmp), [STORE / a.model]) as server,
     ):
         print(f"TorchServe READY in {server.ready_seconds:.1f}s at {server.url}")
         report = run_soak(

@@ -17,10 +17,10 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from urllib.parse import urlparse
 
 from paths import LOGS, SHIPPED_MODELS, STORE
-from serving.process import BASE_CONFIG, Ports, ServeError, TorchServeProcess, read_properties
+from serving.process import ServeError, TorchServeProcess
+from serving.properties import BASE_CONFIG, Ports, read_properties
 
 RUN_DIR = LOGS / "torchserve"
 
@@ -47,9 +47,8 @@ curl -s {metrics}/metrics | grep latentserve_items_total
 
 
 def local_server(run_dir: Path = RUN_DIR, store: Path = STORE) -> TorchServeProcess:
-    props = read_properties(BASE_CONFIG)
-    port = {k: urlparse(props[f"{k}_address"]).port for k in ("inference", "management", "metrics")}
-    return TorchServeProcess(run_dir=run_dir, model_store=store, ports=Ports(**port))
+    ports = Ports.of(read_properties(BASE_CONFIG))
+    return TorchServeProcess(run_dir=run_dir, model_store=store, ports=ports)
 
 
 def _example_model(server: TorchServeProcess) -> tuple[str, int]:

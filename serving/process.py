@@ -1,7 +1,8 @@
 """Start a real TorchServe, wait until every worker is READY, stop it.
 
-Used by `make serve` / `make stop` (`serving/cli.py`) and by the integration
-tests (`tests/integration/server.py`). Everything a run writes lives in its
+Used by `make serve` / `make stop` (`serving/cli.py`) and, through
+`serving/server.py` (a store of chosen archives on free ports), by the
+benchmark, the soak and the tests. Everything a run writes lives in its
 `run_dir`: the rendered config.properties, TorchServe's logs (LOG_LOCATION,
 METRICS_LOCATION), and `tmp/` (TMPDIR/TEMP) where TorchServe keeps its pid
 file `.model_server.pid` and unpacks archives. Two runs with different
@@ -12,7 +13,6 @@ otherwise be global in /tmp).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -20,15 +20,14 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BASE_CONFIG = ROOT / "deploy" / "config.properties"
-LOG_CONFIG = ROOT / "deploy" / "log4j2.xml"  # quiet on the hot path; see the file
-PATH_KEYS = ("model_store", "metrics_config")
+from paths import ROOT
+from serving.properties import BASE_CONFIG, LOG_CONFIG, Ports, read_properties
+from serving.query import workers
+
+PATH_KEYS = ("model_store", "metrics_config")  # relative to the repository in the config
 # log lines meaning a worker could not load its model (it would retry forever): the
 # frontend's own in ts_log.log, the worker's stdout/stderr in model_log.log
 LOAD_FAILURES = ("Load model failed", "Backend worker process died")
@@ -38,52 +37,6 @@ MODEL_SERVER = "org.pytorch.serve.ModelServer"
 
 class ServeError(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class Ports:
-    """TorchServe's five listeners (it always starts its gRPC servers too)."""
-
-    inference: int = 8080
-    management: int = 8081
-    metrics: int = 8082
-    grpc_inference: int = 7070
-    grpc_management: int = 7071
-
-    @classmethod
-    def free(cls) -> Ports:
-        """Free loopback ports chosen by the kernel, never the defaults of `make serve`."""
-        socks, defaults = [], set(vars(cls()).values())
-        try:
-            while len(socks) < 5:
-                s = socket.socket()
-                s.bind(("127.0.0.1", 0))
-                if s.getsockname()[1] not in defaults:
-                    socks.append(s)
-                else:
-                    s.close()
-            return cls(*(s.getsockname()[1] for s in socks))
-        finally:
-            for s in socks:
-                s.close()
-
-
-def read_properties(path: Path) -> dict[str, str]:
-    props = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
-
-
-def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode(errors="replace")
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -181,11 +134,7 @@ class TorchServeProcess:
             if key in props:
                 props[key] = str((ROOT / props[key]).resolve())
         props["model_store"] = str(self.model_store)
-        props["inference_address"] = self.inference_url
-        props["management_address"] = self.management_url
-        props["metrics_address"] = self.metrics_url
-        props["grpc_inference_port"] = str(self.ports.grpc_inference)
-        props["grpc_management_port"] = str(self.ports.grpc_management)
+        props.update(self.ports.properties(self.host))
         props["load_models"] = ",".join(f"{m}={m}.mar" for m in self.expected_models())
         head = f"# rendered from {self.base_config} by serving/process.py; edit that file\n"
         return head + "".join(f"{k}={v}\n" for k, v in props.items())
@@ -258,12 +207,10 @@ class TorchServeProcess:
 
     def model_status(self) -> dict[str, list[str]]:
         """{model: [worker status, ...]} of every expected model (missing: [])."""
-        out = {}
-        for name in self.expected_models():
-            code, text = _get(f"{self.management_url}/models/{name}")
-            workers = json.loads(text)[0].get("workers", []) if code == 200 else []
-            out[name] = [w.get("status", "?") for w in workers]
-        return out
+        return {
+            name: [w.get("status", "?") for w in workers(self.management_url, name, timeout=5)]
+            for name in self.expected_models()
+        }
 
     def wait_ready(self, timeout: float = 600.0) -> float:
         """Block until every worker of every expected model is READY; seconds waited."""

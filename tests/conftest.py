@@ -1,4 +1,4 @@
-"""Fixtures shared by every test folder (helpers live in the folders' own modules)."""
+"""Fixtures shared by every test folder (helpers: tests/support/, tests/handlers/tiny.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.handlers.tiny import export_tiny
+from tests.support.live import LiveServer, load_model, start_live_server
+from tests.support.tools import require_load_tools
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +20,20 @@ def vae_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ae_dir(tmp_path_factory) -> Path:
     return export_tiny(tmp_path_factory.mktemp("models") / "tiny-ae", "ae")
+
+
+@pytest.fixture(scope="session")
+def load_server(tmp_path_factory) -> LiveServer:
+    """One TorchServe of the shipped `LOAD_MODEL` for tests/load and tests/reliability.
+
+    Apart from the integration session's server: these tests kill workers, flood
+    queues and watch memory, which must not disturb (or be disturbed by) the
+    integration tests' exact metric counts. Its three archives have the shipped
+    worker settings, on the plain local config with free loopback ports.
+    """
+    require_load_tools()
+    model = load_model()
+    server = start_live_server(tmp_path_factory.mktemp("load-server"), [model.model_dir])
+    print(f"\nload/reliability TorchServe READY in {server.ready_seconds:.1f}s")
+    yield server
+    server.stop()

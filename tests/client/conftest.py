@@ -4,7 +4,7 @@ The session server of tests/integration serves every model on the plain local
 config. These tests need two things it does not have: CORS for the explorer
 page's origin (the page's port is chosen here, then TorchServe is configured for
 exactly that origin), and freedom to take workers away (the retry test). So they
-start their own small server with the integration helper `start_live_server`:
+start their own small server with `tests/support/live.py`'s `start_live_server`:
 the shipped `fashion-vae-2d` (the model the explorer shows), three workers.
 """
 
@@ -12,25 +12,17 @@ from __future__ import annotations
 
 import functools
 import http.server
-import socket
 import threading
 from pathlib import Path
 
 import pytest
 
-from serving.process import BASE_CONFIG, ROOT, read_properties
-from tests.integration.server import LiveServer, start_live_server
+from paths import EXPLORER, FASHION_TEST_IMAGES, STORE
+from serving.properties import BASE_CONFIG, free_ports, read_properties
+from tests.support.live import LiveServer, start_live_server
 
 EXPLORER_MODEL = "fashion-vae-2d"
-MODEL_STORE = ROOT / "model_store"
-EXPLORER_DIR = ROOT / "explorer"
-FASHION_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+EXPLORER_DIR = EXPLORER  # the page's static files (what `make explorer` serves)
 
 
 def cors_config(base: Path, origin: str, out: Path) -> Path:
@@ -53,7 +45,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="session")
 def page_origin():
     """The explorer's static files on a free loopback port (what `make explorer` serves)."""
-    port = free_port()
+    (port,) = free_ports(1)
     handler = functools.partial(QuietHandler, directory=str(EXPLORER_DIR))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -65,16 +57,17 @@ def page_origin():
 
 @pytest.fixture(scope="session")
 def fashion_test_path() -> Path:
-    if not FASHION_TEST.exists():
+    if not FASHION_TEST_IMAGES.exists():
         pytest.fail(
-            f"{FASHION_TEST} missing: run `make setup` (apt-get install dataset-fashion-mnist)"
+            f"{FASHION_TEST_IMAGES} missing: run `make setup` "
+            "(apt-get install dataset-fashion-mnist)"
         )
-    return FASHION_TEST
+    return FASHION_TEST_IMAGES
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, page_origin) -> LiveServer:
-    model_dir = MODEL_STORE / EXPLORER_MODEL
+    model_dir = STORE / EXPLORER_MODEL
     if not (model_dir / "manifest.json").exists():
         pytest.fail(
             f"{model_dir}/manifest.json missing: the explorer and client tests need the shipped "
@@ -83,6 +76,6 @@ def server(tmp_path_factory, page_origin) -> LiveServer:
     root = tmp_path_factory.mktemp("client-torchserve")
     config = cors_config(BASE_CONFIG, page_origin, root / "cors.properties")
     live = start_live_server(root, [model_dir], config=config)
-    print(f"\nclient tests: TorchServe READY in {live.startup_seconds:.1f}s at {live.url}")
+    print(f"\nclient tests: TorchServe READY in {live.ready_seconds:.1f}s at {live.url}")
     yield live
     live.stop()

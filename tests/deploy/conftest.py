@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
+from paths import ROOT
 from tests.deploy import tsproc
-from tests.integration.server import export_fixture
+from tests.support.exports import export_fixture
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +17,7 @@ def deploy_store(tmp_path_factory):
     export_fixture(exports / tsproc.TEST_MODEL, "vae", latent_dim=tsproc.LATENT_DIM)
     out = tmp_path_factory.mktemp("model-store")
     cmd = [sys.executable, "-m", "serving.archive", "--store", str(exports), "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=tsproc.ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         pytest.fail(f"building archives failed:\n{proc.stdout}\n{proc.stderr}")
     mars = sorted(p.name for p in out.glob("*.mar"))

@@ -1,6 +1,6 @@
 """The container images, as far as this machine can check them without a Docker
 engine: hadolint on both Dockerfiles, shellcheck on the entrypoint, the rules the
-issue sets (pinned bases, non-root, models archived at build time, HEALTHCHECK,
+images follow (pinned bases, non-root, models archived at build time, HEALTHCHECK,
 the tested entrypoint), and that the build context carries what COPY needs.
 The entrypoint's behaviour itself is proven in test_entrypoint.py.
 """
@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from paths import DEPLOY, ROOT
+from serving.properties import read_properties
 from tests.deploy import tsproc
 
-DOCKER = tsproc.DEPLOY / "docker"
+DOCKER = DEPLOY / "docker"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.gpu"]
 IDS = [p.name for p in DOCKERFILES]
 
@@ -120,7 +122,7 @@ def test_runtime_rules(dockerfile):
     runs = " ".join(a for w, a in ins if w == "RUN")
     assert "-m serving.archive" in runs
     # the image's paths are the ones the production config and the probes use
-    props = tsproc.read_properties(tsproc.PROD_CONFIG)
+    props = read_properties(tsproc.PROD_CONFIG)
     env = " ".join(a for w, a in runtime if w == "ENV")
     assert f"TS_MODEL_STORE={props['model_store']}" in env
     assert props["metrics_config"] == "/home/model-server/metrics.yaml"
@@ -144,14 +146,14 @@ def test_requirements_come_from_pyproject(tmp_path):
         [
             sys.executable,
             str(DOCKER / "requirements.py"),
-            str(tsproc.ROOT / "pyproject.toml"),
+            str(ROOT / "pyproject.toml"),
             str(tmp_path),
         ],
         capture_output=True,
         text=True,
     )
     assert r.returncode == 0, r.stderr
-    project = tomllib.loads((tsproc.ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     torch = (tmp_path / "torch.txt").read_text().split()
     runtime = (tmp_path / "runtime.txt").read_text().split()
     assert torch == [d for d in project["dependencies"] if d.startswith("torch==")]
@@ -177,7 +179,7 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_dockerignore_keeps_what_copy_needs_and_drops_the_rest():
-    lines = (tsproc.ROOT / ".dockerignore").read_text().splitlines()
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     needed = set()
     for dockerfile in DOCKERFILES:
@@ -187,7 +189,7 @@ def test_dockerignore_keeps_what_copy_needs_and_drops_the_rest():
     for src in sorted(needed):
         # model_store/ holds the exports `make models` writes (checked by tests/training)
         if src != "model_store":
-            assert (tsproc.ROOT / src).exists(), f"COPY {src}: not in the repository"
+            assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
         assert not _ignored(src, patterns), f"COPY {src} is excluded by .dockerignore"
     for path in (
         "model_store/fashion-vae/encoder.pt",

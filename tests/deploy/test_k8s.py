@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from paths import DEPLOY
 from tests.deploy import tsproc
 
-K8S = tsproc.DEPLOY / "k8s"
-KSERVE = tsproc.DEPLOY / "kserve" / "inferenceservice.yaml"
+K8S = DEPLOY / "k8s"
+KSERVE = DEPLOY / "kserve" / "inferenceservice.yaml"
 OVERLAYS = ["cpu", "gpu"]
 COMPONENTS = ["prometheus-operator", "hpa-queue-latency"]
 # Oldest and newest Kubernetes minor versions the manifests are validated against.
@@ -280,7 +281,7 @@ def test_gpu_overlay():
 
 def test_probe_path_and_image_user_match_the_dockerfiles():
     for dockerfile in ("Dockerfile", "Dockerfile.gpu"):
-        text = (tsproc.DEPLOY / "docker" / dockerfile).read_text()
+        text = (DEPLOY / "docker" / dockerfile).read_text()
         assert f"/usr/local/bin/{PROBE_CMD}" in text
         assert "USER 10001:10001" in text
     spec = pod_spec(render(K8S / "overlays" / "cpu"))

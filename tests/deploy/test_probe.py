@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from serving.properties import free_ports
 from tests.deploy import tsproc
 
 pytestmark = pytest.mark.integration
@@ -84,7 +85,7 @@ def test_wrong_key_that_has_not_expired_fails(prod_server, tmp_path):
 def test_no_server_fails(tmp_path):
     key_file = tmp_path / "key_file.json"
     cmd = [sys.executable, str(tsproc.PROBE), "live", "--key-file", str(key_file)]
-    port = tsproc.free_ports(1)[0]
+    port = free_ports(1)[0]
     cmd += ["--management-url", f"http://127.0.0.1:{port}"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "no key file" in r.stdout

@@ -9,16 +9,19 @@ answers; docs/deploy.md quotes them.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 from handlers.limits import LIMITS
+from serving.properties import read_properties
+from serving.query import metric, scrape
 from tests.deploy import tsproc
 from tests.deploy.tsproc import get, post
 
 pytestmark = pytest.mark.integration
 
-PROPS = tsproc.read_properties(tsproc.PROD_CONFIG)
+PROPS = read_properties(tsproc.PROD_CONFIG)
 INVALID_KEY = "InvalidKeyException"
 
 
@@ -170,13 +173,29 @@ def test_management_api_is_not_on_the_inference_port(prod_server):
 
 
 def test_metrics_port_needs_no_token_and_counts_requests(prod_server):
-    post(decode_url(prod_server), json=decode_body(), headers=prod_server.auth())
+    """The counters move by exactly this test's request (the server is shared)."""
+    archive = f"{tsproc.TEST_MODEL}-decode"
+    before = scrape(prod_server.metrics)  # no Authorization header on this port
+    items = 3
+    resp = post(decode_url(prod_server), json=decode_body(items), headers=prod_server.auth())
+    assert resp.status_code == 200, resp.text
     r = get(f"{prod_server.metrics}/metrics")
     assert r.status_code == 200
-    assert f'ts_inference_requests_total{{model_name="{tsproc.TEST_MODEL}-decode"' in r.text
+    assert f'ts_inference_requests_total{{model_name="{archive}"' in r.text
     # the two series the queue-latency HPA variant reads (components/hpa-queue-latency)
-    assert f'ts_queue_latency_microseconds{{model_name="{tsproc.TEST_MODEL}-decode"' in r.text
-    assert "latentserve_items_total" in r.text  # the handlers' own metrics arrive too
+    assert f'ts_queue_latency_microseconds{{model_name="{archive}"' in r.text
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(scrape(prod_server.metrics), name, **labels) - metric(before, name, **labels)
+
+    assert delta("ts_inference_requests_total", model_name=archive) == 1
+    # the handlers' own metrics arrive through the worker's log, asynchronously
+    deadline = time.monotonic() + 20
+    while (got := delta("latentserve_items_total", ModelName=archive)) < items:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert got == items
 
 
 def test_token_rotation(prod_server):

@@ -2,7 +2,9 @@
 `deploy/docker/entrypoint.sh`, with `deploy/config.production.properties`
 copied to a temp dir and only its addresses, ports and paths rewritten to
 loopback/temp values (see `production_config`). No Docker: the entrypoint runs
-directly, with java and the project's venv from this machine.
+directly, with java and the project's venv from this machine. (Every other
+test starts TorchServe through `serving/`; this one tests the entrypoint, so it
+starts it the container's way, and reuses only the ports and properties pieces.)
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
+from paths import DEPLOY
+from serving.properties import Ports
+from tests.support.tools import require_tools
+
 PROD_CONFIG = DEPLOY / "config.production.properties"
 ENTRYPOINT = DEPLOY / "docker" / "entrypoint.sh"
 PROBE = DEPLOY / "docker" / "probe.py"
@@ -38,57 +40,6 @@ TEST_MODEL = "deploy-vae"
 LATENT_DIM = 2
 
 
-def require_tools() -> None:
-    """Missing tools fail the test with the fix, never skip it."""
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        pytest.fail(
-            "java not found: TorchServe needs a Java 11+ runtime. "
-            "Install it with `make setup` (apt-get install openjdk-17-jre-headless)."
-        )
-    try:
-        import ts  # noqa: F401
-    except ImportError:
-        pytest.fail("TorchServe is not installed in this venv: run `make setup`.")
-    if shutil.which("bash") is None:
-        pytest.fail("bash not found: the entrypoint is a bash script (apt-get install bash).")
-
-
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-def read_properties(path: Path) -> dict[str, str]:
-    """key=value lines as TorchServe's model_server.py reads them (last one wins)."""
-    props = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
-
-
-@dataclass
-class Ports:
-    inference: int
-    management: int
-    metrics: int
-    grpc_inference: int
-    grpc_management: int
-
-    @classmethod
-    def free(cls) -> Ports:
-        return cls(*free_ports(5))
-
-
 def production_config(dst: Path, ports: Ports, store: Path) -> Path:
     """Copy the production config, rewriting only addresses, ports and paths.
 
@@ -96,12 +47,7 @@ def production_config(dst: Path, ports: Ports, store: Path) -> Path:
     metrics mode) is the shipped file's, byte for byte.
     """
     text = PROD_CONFIG.read_text()
-    rewrites = {
-        "inference_address": f"http://127.0.0.1:{ports.inference}",
-        "management_address": f"http://127.0.0.1:{ports.management}",
-        "metrics_address": f"http://127.0.0.1:{ports.metrics}",
-        "grpc_inference_port": str(ports.grpc_inference),
-        "grpc_management_port": str(ports.grpc_management),
+    rewrites = ports.properties("127.0.0.1") | {
         "model_store": str(store),
         "metrics_config": str(METRICS_CONFIG),
     }
@@ -196,7 +142,7 @@ def start(
     config: Path | None = None,
 ) -> Server:
     """Run entrypoint.sh in its own process group, like a container's PID 1."""
-    require_tools()
+    require_tools("bash")  # the entrypoint is a bash script
     ports = Ports.free()
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "tmp").mkdir(exist_ok=True)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import time
 
 import pytest
 
 from serving import cli
 from serving.archive import build_archives
-from serving.process import BASE_CONFIG, Ports, ServeError, TorchServeProcess, read_properties
-from tests.integration.server import export_fixture
+from serving.process import ServeError, TorchServeProcess
+from serving.properties import BASE_CONFIG, Ports, read_properties
+from tests.support.curl import curl_commands, run_curl_block
+from tests.support.exports import export_fixture
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -62,17 +62,9 @@ def test_printed_curl_examples_work(torchserve, tmp_path, capsys):
     """What `make serve` prints after READY runs as printed (against this server)."""
     cli.print_examples(torchserve.process)
     script = capsys.readouterr().out
-    wrapper = "curl() { command curl -w '%{stderr}HTTP_STATUS %{http_code}\\n' \"$@\"; }\n"
-    proc = subprocess.run(
-        ["bash", "-c", "set -euo pipefail\n" + wrapper + script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    statuses = re.findall(r"HTTP_STATUS (\d+)", proc.stderr)
-    assert statuses == ["200"] * script.count("\ncurl "), (statuses, script)
+    run = run_curl_block(script, torchserve.process.ports, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.statuses == [200] * curl_commands(script), (run.statuses, script)
 
 
 def test_a_model_that_cannot_load_fails_fast_with_its_log(tmp_path):

@@ -1,22 +1,19 @@
 """The README's curl examples run verbatim against the live test server.
 
-Only the ports are rewritten (8080/8081/8082 -> the test server's). A `curl`
-shell function adds `-w` to report each status on stderr; the block's stdout is
-what a user would see. A comment `# 400: <code> at <field>` announces an error
-example, and its body must carry that code and field.
+Only the ports are rewritten (8080/8081/8082 -> the test server's), by
+`tests/support/curl.py`, which also reports each command's status. A comment
+`# 400: <code> at <field>` announces an error example, and its body must carry
+that code and field.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 
 from paths import ROOT
-
-STATUS = "HTTP_STATUS"
-CURL = "curl() { command curl -w '%{stderr}" + STATUS + ' %{http_code}\\n\' "$@"; }\n'
+from tests.support.curl import run_curl_block
 
 
 def api_section() -> str:
@@ -62,20 +59,9 @@ def test_readme_example_block_runs(torchserve, tmp_path, index):
                 f"README example uses the shipped model {model!r}, which is not in model_store/: "
                 "train and export the shipped models with `make models`"
             )
-    ports = torchserve.process.ports
-    script = block
-    for default, port in ((8080, ports.inference), (8081, ports.management), (8082, ports.metrics)):
-        script = script.replace(f"127.0.0.1:{default}", f"127.0.0.1:{port}")
-    proc = subprocess.run(
-        ["bash", "-c", "set -euo pipefail\n" + CURL + script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, f"block {index} failed:\n{block}\n{proc.stderr}"
-    statuses = [int(s) for s in re.findall(rf"{STATUS} (\d+)", proc.stderr)]
+    run = run_curl_block(block, torchserve.process.ports, tmp_path)
+    assert run.returncode == 0, f"block {index} failed:\n{block}\n{run.stderr}"
     want = expected(block)
-    assert statuses == [s for s, _, _ in want], (block, proc.stdout[-2000:])
-    errors = re.findall(r'"code":"(\w+)","field":"([^"]+)"', proc.stdout)
+    assert run.statuses == [s for s, _, _ in want], (block, run.stdout[-2000:])
+    errors = re.findall(r'"code":"(\w+)","field":"([^"]+)"', run.stdout)
     assert errors == [(c, f) for s, c, f in want if s != 200]

@@ -12,8 +12,9 @@ import csv
 import subprocess
 import sys
 
-from serving.process import ROOT
-from tests.load.server import MODEL
+from paths import ROOT
+from serving.archive import OPERATIONS
+from tests.support.live import LOAD_MODEL
 
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
 
@@ -23,7 +24,7 @@ def test_locust_smoke(load_server, tmp_path):
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "--users", "10", "--spawn-rate", "10", "--run-time", "6s", "--stop-timeout", "10",
-        "--host", load_server.url, "--models", MODEL, "--batch-sizes", "4,16",
+        "--host", load_server.url, "--models", LOAD_MODEL, "--batch-sizes", "4,16",
         "--think-time", "0.05", "--csv", str(prefix), "--only-summary",
         "--exit-code-on-error", "1",
     ]  # fmt: skip
@@ -39,5 +40,6 @@ def test_locust_smoke(load_server, tmp_path):
     assert proc.returncode == 0, f"locust exited {proc.returncode}:\n{output}"
     assert int(total["Request Count"]) >= 20, f"too few requests ran:\n{output}"
     names = {r["Name"] for r in rows}
-    for op in ("encode", "decode", "sample"):
-        assert any(f"{MODEL}-{op}" in n for n in names), f"no {op} request ran: {sorted(names)}"
+    for op in OPERATIONS:
+        ran = any(f"{LOAD_MODEL}-{op}" in n for n in names)
+        assert ran, f"no {op} request ran: {sorted(names)}"

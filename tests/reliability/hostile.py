@@ -6,7 +6,8 @@ types, huge and non-finite numbers (NaN/Infinity tokens), deep nesting,
 truncated or corrupted base64, non-image bytes under image content types,
 oversized items and bodies, and wrong or missing content types; the
 schema-shaped ones mutate a valid request in one place so that they get past
-the first checks.
+the first checks. Sizes come from the served model's manifest (latent size,
+image shape) and from `handlers.limits.LIMITS`, never from copies.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from handlers.limits import LIMITS
+from serving.archive import OPERATIONS
+from tests.support.live import load_model
 
-OPS = ("encode", "decode", "sample")
-LATENT_DIM = 32
 CONTENT_TYPES = (
     "application/json",
     "application/json; charset=utf-8",
@@ -71,14 +72,15 @@ def _png(arr: np.ndarray, mode: str = "L") -> bytes:
 
 @lru_cache(maxsize=1)
 def samples() -> dict[str, bytes]:
-    """Image bytes built once: a good 28x28 PNG, a JPEG, and oversized ones."""
+    """Image bytes built once: a good PNG of the model's size, a JPEG, and oversized ones."""
     rng = np.random.default_rng(0)
-    small = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    small = rng.integers(0, 256, image_hw(), dtype=np.uint8)
     jpeg = io.BytesIO()
     Image.fromarray(small, "L").save(jpeg, format="JPEG")
     gif = io.BytesIO()
     Image.fromarray(small, "L").save(gif, format="GIF")
     side = int(LIMITS.max_image_pixels**0.5) + 1  # one row more than allowed
+    over_bytes = int(LIMITS.max_image_bytes * 1.075)
     return {
         "png": _png(small),
         "jpeg": jpeg.getvalue(),
@@ -86,8 +88,18 @@ def samples() -> dict[str, bytes]:
         "rgba": _png(rng.integers(0, 256, (40, 30, 4), dtype=np.uint8), "RGBA"),
         "too_many_pixels": _png(np.zeros((side, side), dtype=np.uint8)),
         # noise does not compress: just over the image byte limit
-        "too_many_bytes": _png(rng.integers(0, 256, (1100, 1024), dtype=np.uint8)),
+        "too_many_bytes": _png(rng.integers(0, 256, (over_bytes // 1024, 1024), dtype=np.uint8)),
     }
+
+
+def latent_dim() -> int:
+    return load_model().latent_dim
+
+
+def image_hw() -> tuple[int, int]:
+    """(height, width) of the model's images."""
+    _, height, width = load_model().image_shape
+    return height, width
 
 
 def b64(data: bytes) -> str:
@@ -95,14 +107,15 @@ def b64(data: bytes) -> str:
 
 
 def good_pixels(value: float = 0.5) -> list:
-    return [[value] * 28 for _ in range(28)]
+    height, width = image_hw()
+    return [[value] * width for _ in range(height)]
 
 
 def good_body(op: str) -> dict:
     if op == "encode":
         return {"instances": [{"image_b64": b64(samples()["png"])}]}
     if op == "decode":
-        return {"instances": [{"z": [0.1] * LATENT_DIM}]}
+        return {"instances": [{"z": [0.1] * latent_dim()}]}
     return {"n": 2, "seed": 1}
 
 
@@ -149,13 +162,15 @@ def mutated(draw, op: str) -> bytes:
     elif where == "value":
         if op == "encode":
             rows = good_pixels()
-            r, c = draw(st.integers(0, 27)), draw(st.integers(0, 27))
+            height, width = image_hw()
+            r, c = draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))
             rows[r][c] = draw(json_values)
-            if draw(st.booleans()):  # ragged
-                rows[draw(st.integers(0, 27))] = rows[0][: draw(st.integers(0, 40))]
+            if draw(st.booleans()):  # ragged: one row cut short (or left whole)
+                rows[draw(st.integers(0, height - 1))] = rows[0][: draw(st.integers(0, width + 12))]
             body["instances"].append({"pixels": rows})
         else:
-            z = [0.0] * draw(st.sampled_from([0, 1, LATENT_DIM - 1, LATENT_DIM, LATENT_DIM + 1]))
+            dim = latent_dim()
+            z = [0.0] * draw(st.sampled_from([0, 1, dim - 1, dim, dim + 1]))
             if z:
                 z[draw(st.integers(0, len(z) - 1))] = draw(json_values)
             body["instances"].append({"z": z})
@@ -267,7 +282,7 @@ KINDS = (
 @st.composite
 def cases(draw) -> Case:
     """Any hostile request to any of the three endpoints."""
-    op = draw(st.sampled_from(OPS))
+    op = draw(st.sampled_from(OPERATIONS))
     kind = draw(st.sampled_from(KINDS))
     ctype: str | None = "application/json"
     if kind == "json_values":
@@ -293,7 +308,7 @@ def cases(draw) -> Case:
 @st.composite
 def hostile_paths(draw) -> Case:
     """Wrong methods, versions and names on the predictions paths."""
-    op = draw(st.sampled_from(OPS))
+    op = draw(st.sampled_from(OPERATIONS))
     method = draw(st.sampled_from(["GET", "PUT", "DELETE", "PATCH", "POST"]))
     suffix = draw(
         st.sampled_from(

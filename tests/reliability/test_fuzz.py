@@ -21,17 +21,23 @@ import requests
 from hypothesis import HealthCheck, Phase, example, given, seed, settings
 
 from handlers.errors import CODES
-from tests.load.server import MODEL
+from serving.properties import read_properties
 from tests.reliability.hostile import Case, cases, hostile_paths
+from tests.support.live import LOAD_MODEL
 
 BODY_CASES = 1050
 PATH_CASES = 100
 SEED = int(os.environ.get("LATENTSERVE_FUZZ_SEED", "0"))
-FRONTEND_LIMIT = 16 * 2**20  # max_request_size in deploy/config.properties
-# above it: refused by TorchServe's frontend before any handler runs
-OVER_FRONTEND_LIMIT = Case(
-    "POST", "encode", "application/json", b'{"n": 1' + b" " * FRONTEND_LIMIT + b"}", "explicit"
-)
+
+
+def frontend_limit(server) -> int:
+    """max_request_size of the server's config: a larger body is refused by
+    TorchServe's frontend before any handler runs."""
+    return int(read_properties(server.process.config_path)["max_request_size"])
+
+
+def over_frontend_limit(limit: int) -> Case:
+    return Case("POST", "encode", "application/json", b'{"n": 1' + b" " * limit + b"}", "explicit")
 
 
 def fuzz_settings(n: int):
@@ -45,7 +51,7 @@ def fuzz_settings(n: int):
     )
 
 
-def problem(case: Case, resp: requests.Response) -> str | None:
+def problem(case: Case, resp: requests.Response, limit: int) -> str | None:
     """None when the answer is acceptable, else what is wrong with it."""
     status = resp.status_code
     where = f"{case!r} -> HTTP {status}: {resp.text[:400]!r}"
@@ -53,7 +59,7 @@ def problem(case: Case, resp: requests.Response) -> str | None:
         return f"server error: {where}"
     if status < 400:
         return None
-    if status == 413 and not resp.content and len(case.body) > FRONTEND_LIMIT:
+    if status == 413 and not resp.content and len(case.body) > limit:
         # TorchServe's frontend (Netty's aggregator) refuses a body over its
         # max_request_size with a bare 413 and no body; only the status names the
         # problem. Not the handler's to fix (a proxy in front could add a body).
@@ -81,6 +87,7 @@ def problem(case: Case, resp: requests.Response) -> str | None:
 
 def test_fuzz_every_endpoint(load_server):
     url, session = load_server.url, requests.Session()
+    limit = frontend_limit(load_server)
     pids_before = load_server.worker_pids()
     seen: Counter = Counter()
     codes: Counter = Counter()
@@ -89,20 +96,20 @@ def test_fuzz_every_endpoint(load_server):
         headers = {} if case.content_type is None else {"Content-Type": case.content_type}
         resp = session.request(
             case.method,
-            f"{url}/predictions/{MODEL}-{case.op}",
+            f"{url}/predictions/{LOAD_MODEL}-{case.op}",
             data=case.body,
             headers=headers,
             timeout=60,
         )
         seen[case.kind] += 1
         codes[(resp.status_code, _code(resp))] += 1
-        reason = problem(case, resp)
+        reason = problem(case, resp, limit)
         assert reason is None, reason
 
     @seed(SEED)
     @fuzz_settings(BODY_CASES)
     @given(cases())
-    @example(OVER_FRONTEND_LIMIT)
+    @example(over_frontend_limit(limit))
     def bodies(case: Case) -> None:
         check(case)
 

@@ -42,12 +42,12 @@ import requests
 from PIL import Image
 
 from handlers.engine import BATCH_ID, BATCH_ITEMS
+from handlers.limits import LIMITS
 from loadtests import payloads
-from serving.archive import WorkerConfig
-from tests.load.server import MODEL
+from serving.archive import OPERATIONS, WorkerConfig
+from tests.support.live import LOAD_MODEL, load_model
 
 JSON = {"Content-Type": "application/json"}
-LATENT_DIM = 32
 
 
 def post(url: str, body: bytes, session: requests.Session | None = None) -> requests.Response:
@@ -56,7 +56,7 @@ def post(url: str, body: bytes, session: requests.Session | None = None) -> requ
 
 # ---- per-operation requests: good bodies, one bad item each, a slow blocker -----------
 def latents(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=(n, LATENT_DIM)).round(4)
+    return np.random.default_rng(seed).normal(size=(n, load_model().latent_dim)).round(4)
 
 
 GOOD_SIZES = [1, 3, 2, 4]  # items of the good requests (images, latents, n)
@@ -71,19 +71,22 @@ def good_bodies(op: str) -> list[bytes]:
     return [payloads.sample_body(k, 100 + i) for i, k in enumerate(GOOD_SIZES)]
 
 
-BAD_ITEMS = {
-    "encode": [
-        ({"pixels": [[0.5] * 28 for _ in range(27)]}, "wrong_shape"),
-        ({"pixels": [[1.5] * 28 for _ in range(28)]}, "out_of_range"),
-        ({"image_b64": "not*base64"}, "bad_base64"),
-        ({"image_b64": base64.b64encode(b"GIF89a....").decode()}, "bad_image"),
-    ],
-    "decode": [
-        ({"z": [0.0] * (LATENT_DIM - 1)}, "wrong_latent_dim"),
-        ({"z": [1e9] * LATENT_DIM}, "out_of_range"),
-        ({"z": ["0.5"] * LATENT_DIM}, "invalid_field"),
-    ],
-}
+def bad_items(op: str) -> list[tuple[dict, str]]:
+    """Items of `op` that are wrong in one way each, and the error code they get."""
+    _, height, width = load_model().image_shape
+    dim = load_model().latent_dim
+    if op == "encode":
+        return [
+            ({"pixels": [[0.5] * width for _ in range(height - 1)]}, "wrong_shape"),
+            ({"pixels": [[1.5] * width for _ in range(height)]}, "out_of_range"),
+            ({"image_b64": "not*base64"}, "bad_base64"),
+            ({"image_b64": base64.b64encode(b"GIF89a....").decode()}, "bad_image"),
+        ]
+    return [
+        ({"z": [0.0] * (dim - 1)}, "wrong_latent_dim"),
+        ({"z": [2 * LIMITS.max_abs_latent] * dim}, "out_of_range"),
+        ({"z": ["0.5"] * dim}, "invalid_field"),
+    ]
 
 
 def bad_body(op: str, variant: int) -> tuple[bytes, str]:
@@ -92,23 +95,25 @@ def bad_body(op: str, variant: int) -> tuple[bytes, str]:
         body, code = [
             ({"n": 0, "seed": 1}, "out_of_range"),
             ({"n": 3, "seed": -1}, "out_of_range"),
-            ({"n": 3, "temperature": 99.0}, "out_of_range"),
+            ({"n": 3, "temperature": 2 * LIMITS.max_temperature}, "out_of_range"),
         ][variant % 3]
         return json.dumps(body).encode(), code
-    item, code = BAD_ITEMS[op][variant % len(BAD_ITEMS[op])]
+    items = bad_items(op)
+    item, code = items[variant % len(items)]
     good = json.loads(good_bodies(op)[3])
     good["instances"].insert(1, item)
     return json.dumps(good).encode(), code
 
 
 def blocker(op: str) -> bytes:
+    """A slow but valid request: 256 latents or samples, fewer if the limits allow fewer."""
     if op == "encode":
         return json.dumps(
             {"instances": [{"image_b64": payloads.slow_png_b64(i)} for i in range(10)]}
         ).encode()
     if op == "decode":
-        return payloads.decode_body(latents(256, 9), fmt="array")
-    return json.dumps({"n": 256, "seed": 9, "format": "array"}).encode()
+        return payloads.decode_body(latents(min(256, LIMITS.max_items), 9), fmt="array")
+    return json.dumps({"n": min(256, LIMITS.max_n), "seed": 9, "format": "array"}).encode()
 
 
 def one_batch(url: str, block: bytes, bodies: list[bytes], workers: int):
@@ -179,13 +184,13 @@ class BackgroundLoad:
             t.join(timeout=60)
 
 
-@pytest.mark.parametrize("op", ["encode", "decode", "sample"])
+@pytest.mark.parametrize("op", OPERATIONS)
 def test_bad_neighbour_changes_no_byte(load_server, op):
-    base = f"{load_server.url}/predictions/{MODEL}"
+    base = f"{load_server.url}/predictions/{LOAD_MODEL}"
     url = f"{base}-{op}"
     goods, block = good_bodies(op), blocker(op)
-    others = [o for o in ("encode", "decode", "sample") if o != op]
-    workers = len(load_server.worker_pids()[f"{MODEL}-{op}"])
+    others = [o for o in OPERATIONS if o != op]
+    workers = len(load_server.worker_pids()[f"{LOAD_MODEL}-{op}"])
     rounds = 0
     with BackgroundLoad(base, others) as background:
         for variant in range(3):
@@ -213,7 +218,7 @@ def test_bad_neighbour_changes_no_byte(load_server, op):
 
 def test_mixed_traffic_under_concurrency(load_server):
     """8 threads, random good and bad encode/decode requests, about 5 seconds."""
-    base = f"{load_server.url}/predictions/{MODEL}"
+    base = f"{load_server.url}/predictions/{LOAD_MODEL}"
     ops = ("encode", "decode")
     goods = {op: good_bodies(op) for op in ops}
     reference = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from loadtests.soak import run_soak
-from tests.load.server import MODEL
+from tests.support.live import LOAD_MODEL
 
 SECONDS = float(os.environ.get("LATENTSERVE_SOAK_SECONDS", "30"))
 RATE = 25.0
@@ -21,11 +21,11 @@ MAX_GROWTH = 0.05
 def test_soak(load_server):
     report = run_soak(
         load_server.url,
-        load_server.process.management_url,
-        MODEL,
+        load_server.management_url,
+        LOAD_MODEL,
         SECONDS,
         RATE,
-        frontend_pid=load_server.process.pid(),
+        frontend_pid=load_server.frontend_pid,
     )
     print("\n" + report.summary())
     assert report.errors == 0, report.error_samples

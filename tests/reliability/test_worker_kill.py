@@ -14,24 +14,23 @@ from __future__ import annotations
 
 from loadtests import payloads
 from loadtests.chaos import kill_worker_under_load
-from tests.load.server import MODEL
-
-LATENT_DIM = 32
+from tests.support.live import LOAD_MODEL, load_model
 
 
 def check(resp) -> str | None:
+    model = load_model()
     try:
-        return payloads.check_encode(resp.json(), 1, LATENT_DIM)
+        return payloads.check_encode(resp.json(), 1, model.latent_dim, model.kind == "vae")
     except ValueError:
         return "not JSON"
 
 
 def test_killed_worker_is_replaced_and_only_in_flight_requests_fail(load_server):
-    archive = f"{MODEL}-encode"
+    archive = f"{LOAD_MODEL}-encode"
     before = load_server.worker_pids()
     report = kill_worker_under_load(
         load_server.url,
-        load_server.process.management_url,
+        load_server.management_url,
         archive,
         payloads.encode_pool(1, 32, seed=3).bodies,
         check,
