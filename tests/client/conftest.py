@@ -22,7 +22,6 @@ from serving.properties import BASE_CONFIG, free_ports, read_properties
 from tests.support.live import LiveServer, start_live_server
 
 EXPLORER_MODEL = "fashion-vae-2d"
-EXPLORER_DIR = EXPLORER  # the page's static files (what `make explorer` serves)
 
 
 def cors_config(base: Path, origin: str, out: Path) -> Path:
@@ -46,7 +45,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def page_origin():
     """The explorer's static files on a free loopback port (what `make explorer` serves)."""
     (port,) = free_ports(1)
-    handler = functools.partial(QuietHandler, directory=str(EXPLORER_DIR))
+    handler = functools.partial(QuietHandler, directory=str(EXPLORER))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

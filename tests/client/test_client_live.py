@@ -18,7 +18,8 @@ from PIL import Image
 
 from client import LatentClient, LatentServeError, RetryPolicy
 from client.inputs import read_idx
-from serving.process import ROOT
+from paths import ROOT
+from serving.properties import free_ports
 from tests.client.conftest import EXPLORER_MODEL
 
 
@@ -181,9 +182,7 @@ class LateForwarder:
     connection to the real TorchServe: the server 'comes back' mid-call."""
 
     def __init__(self, target_port: int) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        (self.port,) = free_ports(1)
         self.target = target_port
         self.listener: socket.socket | None = None
         self.threads: list[threading.Thread] = []

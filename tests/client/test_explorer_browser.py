@@ -18,12 +18,12 @@ from PIL import Image
 
 from client import LatentClient
 from client.inputs import read_idx
-from serving.process import ROOT
-from tests.client.conftest import EXPLORER_DIR, EXPLORER_MODEL
+from paths import EXPLORER, ROOT
+from tests.client.conftest import EXPLORER_MODEL
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-POINTS = EXPLORER_DIR / "data" / f"{EXPLORER_MODEL}.json"
+POINTS = EXPLORER / "data" / f"{EXPLORER_MODEL}.json"
 SCREENSHOT = ROOT / "docs" / "figures" / "explorer.png"
 INSTALL = "run `make chromium` (apt-get install chromium chromium-driver)"
 
