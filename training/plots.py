@@ -103,10 +103,8 @@ def export_samples(model_dir: Path, out: Path, seed: int = 0) -> Path:
     manifest = json.loads((model_dir / "manifest.json").read_text())
     decoder = torch.jit.load(str(model_dir / "decoder.pt")).eval()
     out.mkdir(parents=True, exist_ok=True)
-    return draw_samples(
-        decoder, manifest["prior"], manifest["latent_dim"], out / "samples.png",
-        manifest["name"], seed,
-    )  # fmt: skip
+    prior, dim = manifest["prior"], manifest["latent_dim"]
+    return draw_samples(decoder, prior, dim, out / "samples.png", manifest["name"], seed)
 
 
 def make_figures(
