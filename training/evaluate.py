@@ -24,21 +24,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.data import Dataset, load_dataset, to_float
+from training.data import Dataset, to_float
 from training.losses import (
     gaussian_log_prob,
     kl_to_standard_normal,
     reconstruction,
     reparameterize,
 )
-from training.models import Autoencoder
+from training.models import Autoencoder, encode_all
+from training.runs import Run, load_run
 
 ACTIVE_UNIT_THRESHOLD = 0.01
-
-
-@torch.inference_mode()
-def encode_all(model: Autoencoder, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
-    return torch.cat([model.encode_mean(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
 @torch.inference_mode()
@@ -147,20 +143,16 @@ def evaluate(
     return metrics
 
 
-def evaluate_run(run: Path, nll_samples: int = 500, nll_images: int | None = None) -> dict:
-    from training.train import load_checkpoint
-
-    model, ckpt = load_checkpoint(run / "checkpoint.pt")
-    tc = ckpt["train_config"]
-    data = load_dataset(tc["dataset"], tc.get("data_dir"))
-    metrics = evaluate(model, data, nll_samples, nll_images, seed=tc.get("seed", 0))
-    metrics["best_epoch"] = ckpt["epoch"]
-    history = run / "history.json"
+def evaluate_run(run: Run, nll_samples: int = 500, nll_images: int | None = None) -> dict:
+    """Evaluate a loaded run; also writes its metrics.json."""
+    metrics = evaluate(run.model, run.data, nll_samples, nll_images, seed=run.config.seed)
+    metrics["best_epoch"] = run.checkpoint["epoch"]
+    history = run.path / "history.json"
     if history.exists():
         rows = json.loads(history.read_text())
         metrics["train_seconds"] = round(sum(r["seconds"] for r in rows), 1)
         metrics["epochs"] = len(rows)
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (run.path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
@@ -173,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(json.dumps(evaluate_run(a.run, a.nll_samples, a.nll_images), indent=2))
+    print(json.dumps(evaluate_run(load_run(a.run), a.nll_samples, a.nll_images), indent=2))
 
 
 if __name__ == "__main__":

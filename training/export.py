@@ -5,7 +5,8 @@
 
 The scripted modules are checked against the eager ones on a batch (max abs
 diff <= PARITY_TOL) and the export fails loudly otherwise. The manifest is the
-contract with the serving handlers (`handlers/` reads it, never `training/`).
+contract with the serving handlers (`handlers/` reads it, never `training/`); its
+`prior` carries the sampling factor that `sample` applies (training/prior.py).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import argparse
 import hashlib
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from training.data import load_dataset, pixel_scaling, to_float
+from training.data import pixel_scaling, to_float
 from training.models import Autoencoder, ImageDecoder
+from training.prior import STANDARD_NORMAL, gaussian_prior
+from training.runs import Run, load_run
 
 PARITY_TOL = 1e-5
 MANIFEST_VERSION = 1
@@ -61,20 +64,6 @@ def script_and_check(model: Autoencoder, x: torch.Tensor):
     return encoder, decoder, diffs
 
 
-@torch.inference_mode()
-def fit_code_prior(model: Autoencoder, x_train: torch.Tensor) -> dict:
-    """Mean and covariance of the training codes: the AE's prior for `sample`."""
-    codes = torch.cat(
-        [model.encode_mean(x_train[i : i + 1000]) for i in range(0, len(x_train), 1000)]
-    )
-    codes = codes.double().numpy()
-    return {
-        "type": "gaussian",
-        "mean": codes.mean(axis=0).tolist(),
-        "cov": np.atleast_2d(np.cov(codes, rowvar=False)).tolist(),
-    }
-
-
 def export_model(
     model: Autoencoder,
     out: Path,
@@ -94,7 +83,12 @@ def export_model(
     decoder.save(str(out / "decoder.pt"))
     if cfg.kind == "ae" and code_prior is None:
         raise ExportError("an AE export needs code_prior (mean/cov of training codes)")
-    prior = code_prior if cfg.kind == "ae" else {"type": "standard_normal"}
+    # the factor is (re)computed from mean/cov here, so every AE manifest carries one
+    prior = (
+        gaussian_prior(code_prior["mean"], code_prior["cov"])
+        if cfg.kind == "ae"
+        else dict(STANDARD_NORMAL)
+    )
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "name": out.name,
@@ -118,27 +112,21 @@ def export_model(
     return manifest
 
 
-def export_run(run: Path, out: Path) -> dict:
-    """Export `runs/<name>` (checkpoint + metrics.json) into `out`."""
-    from training.train import load_checkpoint
-
-    model, ckpt = load_checkpoint(run / "checkpoint.pt")
-    tc = ckpt["train_config"]
-    data = load_dataset(tc["dataset"], tc.get("data_dir"))
-    metrics_path = run / "metrics.json"
+def export_run(run: Run, out: Path) -> dict:
+    """Export a loaded run (its checkpoint and metrics.json) into `out`."""
+    metrics_path = run.path / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    x_train = to_float(data.train.images)
-    prior = fit_code_prior(model, x_train) if model.cfg.kind == "ae" else None
+    data = run.data
     if out.exists():
         shutil.rmtree(out)
     return export_model(
-        model,
+        run.model,
         out,
         x_check=to_float(data.test.images[:256]),
         dataset={"name": data.name, "sha256": data.checksum, "source": data.source},
         metrics=metrics,
-        train_config=tc,
-        code_prior=prior,
+        train_config=asdict(run.config),
+        code_prior=run.prior if run.model.cfg.kind == "ae" else None,
     )
 
 
@@ -147,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     a = p.parse_args(argv)
-    m = export_run(a.run, a.out)
+    m = export_run(load_run(a.run), a.out)
     print(
         f"exported {a.out}: {m['kind']} latent {m['latent_dim']}, parity {m['parity_max_abs_diff']}"
     )

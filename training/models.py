@@ -156,6 +156,12 @@ class Autoencoder(nn.Module):
         return out[0] if isinstance(out, tuple) else out
 
 
+@torch.inference_mode()
+def encode_all(model: Autoencoder, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    """`encode_mean` over a whole split, in chunks of `batch` images to bound memory."""
+    return torch.cat([model.encode_mean(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
 def build_model(cfg: ModelConfig) -> Autoencoder:
     return Autoencoder(cfg)
 

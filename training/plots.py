@@ -3,13 +3,18 @@
 latent.png          test set codes coloured by label (2-D directly, else a PCA projection)
 manifold.png        decoded grid over the 2-D latent plane (2-D models only)
 reconstructions.png originals (top row) above their reconstructions
-samples.png         decoded draws from the prior
+samples.png         decoded draws from the manifest's prior (the `sample` endpoint's maths)
 interpolation.png   decodes along the straight line between two test codes
+
+`python -m training.plots --export model_store/<name> --out DIR` redraws samples.png
+from an export alone (decoder.pt and the manifest's prior), without the checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -19,15 +24,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from training.data import Dataset, load_dataset, to_float  # noqa: E402
-from training.models import Autoencoder  # noqa: E402
+from training.data import Dataset, to_float  # noqa: E402
+from training.models import Autoencoder, ImageDecoder, encode_all  # noqa: E402
+from training.prior import draw, model_prior  # noqa: E402
+from training.runs import load_run  # noqa: E402
 
 FIGURES = ("latent", "manifold", "reconstructions", "samples", "interpolation")
+SAMPLES = 64  # an 8 x 8 grid
+
+Pixels = Callable[[torch.Tensor], torch.Tensor]  # z -> images in [0, 1], like decoder.pt
 
 
-def _decode(model: Autoencoder, z: torch.Tensor) -> np.ndarray:
+def _decode(decode: Pixels, z: torch.Tensor) -> np.ndarray:
     with torch.inference_mode():
-        return torch.sigmoid(model.decoder(z.float())).squeeze(1).numpy()
+        return decode(z.float()).squeeze(1).numpy()
 
 
 def _tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -78,14 +88,45 @@ def latent_scatter(z: np.ndarray, labels: np.ndarray, names: list[str], path: Pa
     plt.close(fig)
 
 
-def make_figures(model: Autoencoder, data: Dataset, out: Path, name: str, seed: int = 0) -> list:
-    """Write every figure that applies to this model; return their paths."""
+def draw_samples(
+    decode: Pixels, prior: dict, latent_dim: int, path: Path, name: str, seed: int = 0
+) -> Path:
+    """samples.png: decoded draws from a manifest prior, z = mean + eps @ factor.T."""
+    z = draw(prior, latent_dim, SAMPLES, seed)
+    _save_grid(_tile(_decode(decode, z), 8, 8), path, f"{name}: samples")
+    return path
+
+
+def export_samples(model_dir: Path, out: Path, seed: int = 0) -> Path:
+    """samples.png of an export (decoder.pt + manifest.json); the same picture
+    `make_figures` draws from the checkpoint, up to the export's parity tolerance."""
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    decoder = torch.jit.load(str(model_dir / "decoder.pt")).eval()
+    out.mkdir(parents=True, exist_ok=True)
+    prior, dim = manifest["prior"], manifest["latent_dim"]
+    return draw_samples(decoder, prior, dim, out / "samples.png", manifest["name"], seed)
+
+
+def make_figures(
+    model: Autoencoder,
+    data: Dataset,
+    out: Path,
+    name: str,
+    seed: int = 0,
+    prior: dict | None = None,
+) -> list:
+    """Write every figure that applies to this model; return their paths.
+
+    `prior` is the one the export records (training.prior.model_prior); fitted on
+    `data`'s training split when not given."""
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
+    decode = ImageDecoder(model.decoder).eval()
+    if prior is None:
+        prior = model_prior(model, to_float(data.train.images))
     gen = torch.Generator().manual_seed(seed)
     x = to_float(data.test.images)
-    with torch.inference_mode():
-        z = torch.cat([model.encode_mean(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+    z = encode_all(model, x)
     written = []
 
     path = out / "latent.png"
@@ -98,7 +139,7 @@ def make_figures(model: Autoencoder, data: Dataset, out: Path, name: str, seed: 
         grid_z = torch.tensor([[a, b] for b in ticks[::-1] for a in ticks])
         path = out / "manifold.png"
         _save_grid(
-            _tile(_decode(model, grid_z), n, n),
+            _tile(_decode(decode, grid_z), n, n),
             path,
             f"{name}: decoded latent plane",
             extent=(-lim, lim, -lim, lim),
@@ -109,27 +150,21 @@ def make_figures(model: Autoencoder, data: Dataset, out: Path, name: str, seed: 
     originals = x[idx].squeeze(1).numpy()
     path = out / "reconstructions.png"
     _save_grid(
-        _tile(np.concatenate([originals, _decode(model, z[idx])]), 2, 12),
+        _tile(np.concatenate([originals, _decode(decode, z[idx])]), 2, 12),
         path,
         f"{name}: test images (top) and reconstructions",
     )
     written.append(path)
 
-    if model.cfg.kind == "vae":
-        prior = torch.randn(64, model.cfg.latent_dim, generator=gen)
-    else:  # the Gaussian fitted to the codes, as the `sample` endpoint does
-        mean, cov = z.double().mean(0), torch.cov(z.double().T).reshape(z.shape[1], z.shape[1])
-        chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(len(mean), dtype=torch.double))
-        prior = mean + torch.randn(64, len(mean), generator=gen, dtype=torch.double) @ chol.T
-    path = out / "samples.png"
-    _save_grid(_tile(_decode(model, prior), 8, 8), path, f"{name}: samples")
-    written.append(path)
+    written.append(
+        draw_samples(decode, prior, model.cfg.latent_dim, out / "samples.png", name, seed)
+    )
 
     a, b = z[idx[0]], z[idx[1]]
     steps = torch.linspace(0, 1, 12).unsqueeze(1)
     path = out / "interpolation.png"
     _save_grid(
-        _tile(_decode(model, a + steps * (b - a)), 1, 12),
+        _tile(_decode(decode, a + steps * (b - a)), 1, 12),
         path,
         f"{name}: interpolation between two test images",
     )
@@ -138,16 +173,19 @@ def make_figures(model: Autoencoder, data: Dataset, out: Path, name: str, seed: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.train import load_checkpoint
-
     p = argparse.ArgumentParser(description="Figures of runs/<name> into runs/<name>/figures.")
-    p.add_argument("--run", required=True, type=Path)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path)
+    src.add_argument("--export", type=Path, help="model_store/<name>: samples.png only")
+    p.add_argument("--out", type=Path, help="with --export: the folder for samples.png")
     a = p.parse_args(argv)
-    model, ckpt = load_checkpoint(a.run / "checkpoint.pt")
-    tc = ckpt["train_config"]
-    for path in make_figures(
-        model, load_dataset(tc["dataset"], tc.get("data_dir")), a.run / "figures", a.run.name
-    ):
+    if a.export:
+        if a.out is None:
+            p.error("--export needs --out")
+        print(export_samples(a.export, a.out))
+        return
+    run = load_run(a.run)
+    for path in make_figures(run.model, run.data, a.run / "figures", run.name, prior=run.prior):
         print(path)
 
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,14 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None = torch's default
     device: str = "auto"
     out: str = "runs/model"
-    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """From parsed arguments, config.json or a checkpoint; unknown keys are ignored
+        (checkpoints written before a field was removed still load)."""
+        names = {f.name for f in fields(cls)}
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        return replace(cfg, channels=tuple(cfg.channels))
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -217,8 +224,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
         download(a["dataset"], Path(a["data_dir"]))
     hidden = a.pop("hidden")
-    names = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in a.items() if k in names})
+    cfg = TrainConfig.from_dict(a)
     cfg.hidden = hidden if hidden is not None else (400 if cfg.body == "mlp" else d.hidden)
     return cfg
 

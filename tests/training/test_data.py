@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
+from paths import FASHION_DIR
 from training.data import (
-    FASHION_DIR,
     IDX_FILES,
     MNIST_CHECKS,
     DataError,

@@ -2,14 +2,19 @@
 
 import copy
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
-from training.evaluate import active_units, evaluate, knn_accuracy
-from training.export import ExportError, export_model, script_and_check, sha256_file
-from training.models import ImageDecoder, ModelConfig, build_model
+from training.data import to_float
+from training.evaluate import active_units, evaluate, evaluate_run, knn_accuracy
+from training.export import ExportError, export_model, export_run, script_and_check, sha256_file
+from training.models import ImageDecoder, ModelConfig, build_model, encode_all
+from training.plots import main as plots_main
 from training.plots import make_figures
+from training.prior import draw
+from training.runs import load_run
 from training.train import TrainConfig, load_checkpoint, parse_args, pick_device, train
 
 
@@ -78,6 +83,49 @@ def test_evaluate_figures_and_export(tiny_run, fashion, tmp_path):
     z = enc(x)[0] if model.cfg.kind == "vae" else enc(x)
     img = dec(z).detach()
     assert img.shape == (3, 1, 28, 28) and float(img.min()) >= 0 and float(img.max()) <= 1
+
+
+def test_load_run_then_evaluate_export_and_redraw_samples_from_the_export(tiny_run, tmp_path):
+    model, _, out = tiny_run
+    run = load_run(out)
+    assert run.name == out.name and run.checkpoint["epoch"] == 1
+    assert isinstance(run.config, TrainConfig) and run.config.limit == 2000
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(run.model.encode_mean(x), model.encode_mean(x))
+    assert run.data.name == run.config.dataset and run.data is run.data  # loaded once
+    # a slice of the data keeps the test quick; the full splits are covered above
+    run.data = replace(run.data, train=run.data.train.subset(slice(0, 3000)))
+    run.data = replace(run.data, test=run.data.test.subset(slice(0, 1000)))
+
+    metrics = evaluate_run(run, nll_samples=0)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert metrics["best_epoch"] == 1 and metrics["epochs"] == 1
+    manifest = export_run(run, tmp_path / "export")
+    assert manifest["metrics"] == metrics and manifest["train_config"]["limit"] == 2000
+    prior = manifest["prior"]
+    if model.cfg.kind == "vae":
+        assert prior == {"type": "standard_normal"}
+    else:  # the Gaussian of the training codes, with the factor the endpoint applies
+        codes = encode_all(model, to_float(run.data.train.images)).double()
+        mean, cov, factor = (
+            torch.tensor(prior[k], dtype=torch.double) for k in ("mean", "cov", "factor")
+        )
+        assert torch.allclose(mean, codes.mean(0), atol=1e-6)
+        assert torch.allclose(cov, torch.cov(codes.T), atol=1e-6)
+        assert torch.allclose(factor @ factor.T, cov, atol=1e-9)
+
+    # the figure's draws from the export equal those from the checkpoint
+    z = draw(prior, model.cfg.latent_dim, 16, seed=0).float()
+    decoder = torch.jit.load(str(tmp_path / "export" / "decoder.pt"))
+    with torch.inference_mode():
+        assert torch.allclose(decoder(z), ImageDecoder(model.decoder)(z), atol=1e-5)
+    plots_main(["--export", str(tmp_path / "export"), "--out", str(tmp_path / "figs")])
+    assert (tmp_path / "figs" / "samples.png").stat().st_size > 1000
+
+
+def test_old_checkpoint_configs_still_load():
+    cfg = TrainConfig.from_dict({"kind": "ae", "channels": [8, 8, 8], "extra": {}})
+    assert cfg.kind == "ae" and cfg.channels == (8, 8, 8)
 
 
 def test_export_fails_loudly_on_parity_mismatch(monkeypatch):

@@ -3,12 +3,15 @@
 import json
 import operator
 
+import numpy as np
 import pytest
 import torch
 
+from paths import FIGURES, SHIPPED_MODELS, STORE
 from training.data import load_dataset, to_float
 from training.export import sha256_file
-from training.recipes import BARS, README_FIGURES, SHIPPED, STORE, STORE_BUDGET_BYTES
+from training.prior import draw
+from training.recipes import BARS, README_FIGURES, SHIPPED, STORE_BUDGET_BYTES
 
 OPS = {"<=": operator.le, ">=": operator.ge}
 
@@ -17,6 +20,11 @@ def manifest(name):
     path = STORE / name / "manifest.json"
     assert path.exists(), f"{path} missing: run `make models` (and commit the exports)"
     return json.loads(path.read_text())
+
+
+def test_one_model_list():
+    assert tuple(SHIPPED) == SHIPPED_MODELS  # recipes.py also refuses to import otherwise
+    assert tuple(BARS) == SHIPPED_MODELS
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -36,7 +44,25 @@ def test_files_match_manifest_and_metrics_meet_bars(name):
         cov = torch.tensor(m["prior"]["cov"])
         assert cov.shape == (m["latent_dim"], m["latent_dim"])
         torch.linalg.cholesky(cov)  # positive definite: the sample endpoint can draw from it
-    assert torch.__version__.split("+")[0] == m["torch_version"].split("+")[0]
+        factor = np.array(m["prior"]["factor"])  # what the endpoint applies: F F^T = cov
+        assert np.allclose(factor @ factor.T, np.array(m["prior"]["cov"]), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_running_torch_loads_and_runs_the_exports(name):
+    m = manifest(name)
+    d, (c, h, w) = m["latent_dim"], m["image_shape"]
+    enc = torch.jit.load(str(STORE / name / "encoder.pt"))
+    dec = torch.jit.load(str(STORE / name / "decoder.pt"))
+    with torch.inference_mode():
+        out = enc(torch.rand(5, c, h, w))
+        codes = out if m["kind"] == "vae" else (out,)
+        assert len(codes) == len(m["encoder_outputs"])
+        for t in codes:
+            assert t.shape == (5, d) and torch.isfinite(t).all()
+        images = dec(draw(m["prior"], d, 5).float())
+    assert images.shape == (5, c, h, w) and torch.isfinite(images).all()
+    assert float(images.min()) >= 0 and float(images.max()) <= 1
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -63,4 +89,4 @@ def test_store_size_budget_and_readme_figures():
         for fig in README_FIGURES:
             if fig == "manifold" and manifest(name)["latent_dim"] != 2:
                 continue
-            assert (STORE.parent / "docs" / "figures" / name / f"{fig}.png").exists()
+            assert (FIGURES / name / f"{fig}.png").exists()

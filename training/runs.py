@@ -1,0 +1,45 @@
+"""One training run on disk, loaded once: `load_run(runs/<name>)`.
+
+A run directory holds `checkpoint.pt` (the model and the TrainConfig it was
+trained with), `history.json` and, once evaluated, `metrics.json`. Evaluation,
+figures, export and the recipes all start from `load_run`; the dataset and the
+AE's code prior are loaded on first use and then shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from training.data import Dataset, load_dataset, to_float
+from training.models import Autoencoder
+from training.prior import model_prior
+from training.train import TrainConfig, load_checkpoint
+
+
+@dataclass
+class Run:
+    path: Path
+    model: Autoencoder  # eval mode, on the CPU
+    config: TrainConfig
+    checkpoint: dict  # as saved by training.train.save_checkpoint
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def data(self) -> Dataset:
+        return load_dataset(self.config.dataset, self.config.data_dir)
+
+    @cached_property
+    def prior(self) -> dict:
+        """The prior the export records and the figures sample from."""
+        return model_prior(self.model, to_float(self.data.train.images))
+
+
+def load_run(run: Path | str) -> Run:
+    path = Path(run)
+    model, ckpt = load_checkpoint(path / "checkpoint.pt")
+    return Run(path, model, TrainConfig.from_dict(ckpt["train_config"]), ckpt)
