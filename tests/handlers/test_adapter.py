@@ -23,7 +23,7 @@ import yaml
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
 
-from handlers.metrics import BASE_DIMS, SPECS
+from handlers.metrics import BASE_DIMS, SPECS, STAGES
 from paths import ROOT
 from serving.archive import build_archives
 from tests.handlers.tiny import LATENT, pixels
@@ -181,7 +181,7 @@ def test_metric_lines_match_torchserves_own_format(caplog):
     from handlers.ts_adapter import metric_lines
 
     rec = Recorder()
-    rec.add("latentserve_stage_seconds", 0.0125, Operation="encode", Stage="model")
+    rec.add("latentserve_stage_seconds", 0.0125, Operation="encode", Stage=STAGES[1])
     rec.add("latentserve_items_total", 3, Operation="encode")
     ours = metric_lines(rec, "m-encode", 1.5, "host-1", 1700000000)
     assert len(ours) == 3
