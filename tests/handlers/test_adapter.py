@@ -24,6 +24,7 @@ from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
 
 from handlers.metrics import BASE_DIMS, SPECS, STAGES
+from handlers.operations import OPERATIONS
 from paths import ROOT
 from serving.archive import build_archives
 from tests.handlers.tiny import LATENT, pixels
@@ -42,7 +43,7 @@ def services(vae_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("mar")
     build_archives(vae_dir.parent, out, models=[vae_dir.name], log=lambda *_: None)
     loaded = {}
-    for op in ("encode", "decode", "sample"):
+    for op in OPERATIONS:
         model_dir = out / f"unpacked-{op}"
         with zipfile.ZipFile(out / f"{vae_dir.name}-{op}.mar") as z:
             z.extractall(model_dir)

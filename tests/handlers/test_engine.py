@@ -14,6 +14,7 @@ from PIL import Image
 from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
 from handlers.limits import LIMITS
 from handlers.metrics import SPECS, STAGES, Recorder
+from handlers.operations import OPERATIONS
 from handlers.readers import RawRequest
 from handlers.schemas import RESPONSES, ErrorResponse
 from tests.handlers.tiny import LATENT, json_request, make_engine, pixels
@@ -233,7 +234,7 @@ def test_vae_sample_temperature_scales_a_standard_normal(vae_dir):
 
 def test_warmup_runs_every_operation_without_recording(vae_dir, ae_dir):
     for model_dir in (vae_dir, ae_dir):
-        for op in ("encode", "decode", "sample"):
+        for op in OPERATIONS:
             engine = make_engine(model_dir, op)
             engine.warmup()
             outputs = engine.run_chunks(engine.op.example(2), Recorder())
