@@ -1,9 +1,18 @@
 """Serving logic for latentserve: encode / decode / sample over TorchScript exports.
 
 Everything in this package is packed into the TorchServe archives, so it imports
-only torch, numpy, Pillow, pydantic and the standard library. The plain modules
-(`limits`, `errors`, `schemas`, `codecs`, `device`, `options`, `batching`,
-`metrics`, `operations`, `engine`) hold all the model logic and never import
-`ts`; the thin TorchServe adapters live in `ts_adapter.py` and the three
-`*_handler.py` entry points (one class each, as TorchServe's loader expects).
+only torch, numpy, Pillow, pydantic and the standard library. Inside a worker a
+batch flows adapter -> engine -> operation, through the stages parse -> run ->
+respond:
+
+- `ts_adapter` (with the one-class entry points `encode_handler`,
+  `decode_handler`, `sample_handler`): the only modules that import `ts`;
+  TorchServe's batch in, per-request status, headers and metric lines out.
+- `engine`: builds an engine from a model directory (`Engine.from_dir`) and
+  takes a batch through the three stages, each request isolated.
+- `operations`: encode, decode and sample (parse one request, run the model,
+  respond with that request's slice); the manifest (`ModelInfo`) and loading.
+- `readers` / `writers` / `images`: request reading, response writing, PNG/JPEG.
+- `schemas`, `limits`, `errors`: the API's request models, limits and 400s.
+- `device`, `options`, `metrics`: placement and tuning, the custom metrics.
 """

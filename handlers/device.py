@@ -94,13 +94,12 @@ def keep_freed_memory(libc_name: str | None = None) -> bool:
     A conv model's activations for a chunk of items are several MB. With
     glibc's defaults, its dynamic mmap and trim thresholds decide from the
     allocation history whether those blocks are unmapped (or the heap trimmed)
-    after every call and faulted in again on the next: in the workers measured,
-    about 15 page faults per item, which made the encoder 1.7x slower per item
-    than in a warm benchmark (56 vs 32 us at batch 64); in fresh processes
-    running the same loop, one in four. With the mmap threshold at 32 MiB and
-    the trim threshold at 128 MiB the working set stays mapped (a worker keeps
-    at most 128 MiB of free heap). Returns False where mallopt is not available
-    (not glibc); then nothing changes.
+    after every call and faulted in again on the next: in the workers measured
+    that meant page faults on every call and an encoder markedly slower per
+    item than in a warm benchmark (docs/performance.md). With the mmap
+    threshold at 32 MiB and the trim threshold at 128 MiB the working set stays
+    mapped (a worker keeps at most 128 MiB of free heap). Returns False where
+    mallopt is not available (not glibc); then nothing changes.
     """
     try:
         libc = ctypes.CDLL(libc_name or ctypes.util.find_library("c"))

@@ -1,16 +1,18 @@
 """One dynamic batch of requests through an operation, each request isolated.
 
 TorchServe hands a handler a list of requests (its dynamic batch); each request
-may carry many items. The engine flattens both levels:
+may carry many items. `Engine.handle` takes the batch through three stages
+(the `Stage` label values, `handlers.metrics.STAGES`):
 
-1. decode_inputs: parse every request on its own. A bad one gets its own
-   error reply (400 with the field) and takes no further part.
-2. run_model: concatenate the items of the good requests, run the model in
-   chunks of at most `chunk_size` items under `torch.inference_mode()`, and
-   split the output back by each request's item count (in order).
-3. encode_outputs: each request turns exactly its own slice into its answer.
+1. parse: read every request on its own. A bad one gets its own error reply
+   (400 with the field) and takes no further part.
+2. run: concatenate the items of the good requests, run the model in chunks of
+   at most `chunk_size` items under `torch.inference_mode()`, and split each
+   model output back by the requests' item counts (in order).
+3. respond: each request writes its answer from exactly its own slices.
 
-The result is one `Reply` per request, in request order: status, JSON body and
+One `Request` record per request carries its state through the stages. The
+result is one `Reply` per request, in request order: status, JSON body and
 headers. Diagnostic headers say which batch a request shared
 (`X-Latentserve-Batch-Id`) and its size in requests and model items.
 """
@@ -18,24 +20,34 @@ headers. Diagnostic headers say which batch a request shared
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
-from handlers.codecs import RawRequest
-from handlers.device import Placement
+from handlers.device import Placement, placement
 from handlers.errors import RequestError
-from handlers.metrics import Recorder
-from handlers.operations import Operation, Parsed
+from handlers.limits import LIMITS
+from handlers.metrics import STAGES, Recorder
+from handlers.operations import (
+    FILES,
+    OPERATIONS,
+    ModelInfo,
+    Operation,
+    Outputs,
+    Parsed,
+    load_script,
+)
 from handlers.options import HandlerOptions
+from handlers.readers import RawRequest
 
 log = logging.getLogger(__name__)
 
 BATCH_ID = "X-Latentserve-Batch-Id"
 BATCH_REQUESTS = "X-Latentserve-Batch-Requests"
 BATCH_ITEMS = "X-Latentserve-Batch-Items"
+PARSE, RUN, RESPOND = STAGES
 
 
 @dataclass
@@ -48,18 +60,20 @@ class Reply:
 
 
 @dataclass
-class Batch:
-    """Per-request state through the three stages (index = request index)."""
+class Request:
+    """One request's way through the batch. A set `reply` ends it: an error, or its answer."""
 
-    parsed: list[Parsed | None]
-    replies: list[Reply | None]
-    outputs: list[torch.Tensor | None]
-    recorder: Recorder
-    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    raw: RawRequest
+    parsed: Parsed | None = None
+    outputs: Outputs = ()  # its slice of each model output
+    reply: Reply | None = None
 
-    @property
-    def live(self) -> list[int]:
-        return [i for i, r in enumerate(self.replies) if r is None]
+
+def _cat(parts: list[Outputs]) -> Outputs:
+    """Several chunks' (or requests') outputs -> one tensor per model output."""
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
 
 def _error(err: RequestError) -> Reply:
@@ -75,112 +89,113 @@ class Engine:
     def __init__(self, op: Operation, options: HandlerOptions, placement: Placement) -> None:
         self.op, self.options, self.placement = op, options, placement
 
-    # ---- the three stages ----------------------------------------------------
-    def decode_inputs(self, raws: list[RawRequest]) -> Batch:
-        n = len(raws)
-        batch = Batch([None] * n, [None] * n, [None] * n, Recorder())
-        with self._stage(batch, "decode_input"):
-            for i, raw in enumerate(raws):
-                try:
-                    batch.parsed[i] = self.op.parse(raw)
-                except RequestError as err:
-                    batch.replies[i] = _error(err)
-                except Exception:  # a bug must not take the batch down
-                    batch.replies[i] = _internal("input decoding")
-        return batch
+    @classmethod
+    def from_dir(
+        cls,
+        model_dir: Path,
+        operation: str,
+        options: HandlerOptions | None = None,
+        gpu_id: int | None = None,
+    ) -> Engine:
+        """The engine of `operation` (encode | decode | sample) on an exported model.
 
-    def run_model(self, batch: Batch) -> Batch:
-        live = batch.live
-        if not live:
-            return batch
-        with self._stage(batch, "model"):
-            try:
-                x = torch.cat([batch.parsed[i].x for i in live])
-                attempt = Recorder()  # kept only if the whole batch succeeds
-                y = self._chunked(x, attempt)
-                parts = torch.split(y, [batch.parsed[i].items for i in live])
-                for i, part in zip(live, parts, strict=True):
-                    batch.outputs[i] = part
-                batch.recorder.observations += attempt.observations
-            except Exception:
-                log.exception("model failed on the whole batch; retrying request by request")
-                for i in live:
-                    try:
-                        batch.outputs[i] = self._chunked(batch.parsed[i].x, batch.recorder)
-                    except Exception:
-                        batch.replies[i] = _internal("model inference")
-        return batch
-
-    def encode_outputs(self, batch: Batch) -> list[Reply]:
-        with self._stage(batch, "encode_output"), torch.inference_mode():
-            for i in batch.live:
-                try:
-                    text = self.op.respond(batch.parsed[i], batch.outputs[i])
-                    batch.replies[i] = Reply(200, text, items=batch.parsed[i].items)
-                except RequestError as err:
-                    batch.replies[i] = _error(err)
-                except Exception:
-                    batch.replies[i] = _internal("output encoding")
-        self._finish(batch)
-        return batch.replies
+        Reads manifest.json, places the model (`cuda:<gpu_id>` when CUDA is
+        present, else the CPU), loads the one TorchScript file the operation
+        needs after checking its sha256, and applies the serving limits.
+        """
+        options = options or HandlerOptions()
+        where = placement(gpu_id, options)
+        info = ModelInfo.from_dir(model_dir)
+        module = load_script(model_dir, info, FILES[operation], where)
+        return cls(OPERATIONS[operation](info, module, LIMITS), options, where)
 
     def handle(self, raws: list[RawRequest]) -> tuple[list[Reply], Recorder]:
-        batch = self.decode_inputs(raws)
-        self.run_model(batch)
-        return self.encode_outputs(batch), batch.recorder
+        """A batch of requests -> one reply per request (in order), and the batch's metrics."""
+        rec, name = Recorder(), self.op.name
+        requests = [Request(raw) for raw in raws]
+        with rec.stage(name, PARSE):
+            self.parse(requests)
+        live = [r for r in requests if r.reply is None]
+        if live:
+            with rec.stage(name, RUN):
+                self.run(live, rec)
+        with rec.stage(name, RESPOND), torch.inference_mode():
+            self.respond([r for r in live if r.reply is None])
+        self._finish(requests, rec)
+        return [r.reply for r in requests], rec
 
-    def warmup(self, rounds: int = 3) -> None:
-        """Run the model a few times at load: TorchScript optimises on its first calls
-        (about 35 ms instead of 1 ms), which would otherwise land on the first requests."""
-        for n in (1, 2, 1)[:rounds]:
-            self._chunked(self.op.example(n), Recorder())
+    # ---- the three stages ----------------------------------------------------
+    def parse(self, requests: list[Request]) -> None:
+        for r in requests:
+            try:
+                r.parsed = self.op.parse(r.raw)
+            except RequestError as err:
+                r.reply = _error(err)
+            except Exception:  # a bug must not take the batch down
+                r.reply = _internal("request parsing")
+
+    def run(self, live: list[Request], rec: Recorder) -> None:
+        try:
+            x = torch.cat([r.parsed.x for r in live])
+            attempt = Recorder()  # kept only if the whole batch succeeds
+            sizes = [r.parsed.items for r in live]
+            per_output = [torch.split(y, sizes) for y in self.run_chunks(x, attempt)]
+            for i, r in enumerate(live):
+                r.outputs = tuple(parts[i] for parts in per_output)
+            rec.observations += attempt.observations
+        except Exception:
+            log.exception("model failed on the whole batch; retrying request by request")
+            for r in live:
+                try:
+                    r.outputs = self.run_chunks(r.parsed.x, rec)
+                except Exception:
+                    r.reply = _internal("model inference")
+
+    def respond(self, live: list[Request]) -> None:
+        for r in live:
+            try:
+                r.reply = Reply(200, self.op.respond(r.parsed, r.outputs), items=r.parsed.items)
+            except RequestError as err:
+                r.reply = _error(err)
+            except Exception:
+                r.reply = _internal("response writing")
 
     # ---- helpers -------------------------------------------------------------
-    def _chunked(self, x: torch.Tensor, rec: Recorder) -> torch.Tensor:
-        parts = []
+    def run_chunks(self, x: torch.Tensor, rec: Recorder) -> Outputs:
+        """The model on `x` in chunks of at most `chunk_size` items; each output on the CPU."""
+        chunks = []
         with torch.inference_mode():
             for start in range(0, len(x), self.options.chunk_size):
                 chunk = x[start : start + self.options.chunk_size]
                 y = self.op.forward(self.placement.to_input(chunk))
-                parts.append(self.placement.to_output(y))
+                outputs = y if isinstance(y, tuple) else (y,)  # a VAE encoder returns two
+                chunks.append(tuple(self.placement.to_output(t) for t in outputs))
                 rec.add("latentserve_model_batch_items", len(chunk), Operation=self.op.name)
-        return torch.cat(parts)
+            return _cat(chunks)
 
-    def _stage(self, batch: Batch, stage: str):
-        return _Timed(batch.recorder, self.op.name, stage)
+    def warmup(self, rounds: int = 3) -> None:
+        """Run the model a few times at load: TorchScript profiles and optimises on
+        its first calls, which would otherwise land on the first requests."""
+        for n in (1, 2, 1)[:rounds]:
+            self.run_chunks(self.op.example(n), Recorder())
 
-    def _finish(self, batch: Batch) -> None:
-        rec, op = batch.recorder, self.op.name
-        ok = [i for i, r in enumerate(batch.replies) if r.status == 200]
-        model_items = sum(p.items for p in batch.parsed if p is not None)
-        try:
-            with torch.inference_mode():
-                self.op.observe([batch.outputs[i] for i in ok], rec)
-        except Exception:
-            log.exception("recording %s metrics failed", op)
-        rec.add("latentserve_batch_requests", len(batch.replies), Operation=op)
-        rec.add("latentserve_items_total", sum(batch.replies[i].items for i in ok), Operation=op)
-        for r in batch.replies:
-            if r.status != 200:
-                rec.add("latentserve_rejected_total", 1, Operation=op, Reason=r.code)
-            r.headers.update(
-                {
-                    BATCH_ID: batch.batch_id,
-                    BATCH_REQUESTS: str(len(batch.replies)),
-                    BATCH_ITEMS: str(model_items),
-                }
-            )
-
-
-class _Timed:
-    """Context manager recording a stage's wall time (seconds) into the recorder."""
-
-    def __init__(self, rec: Recorder, op: str, stage: str) -> None:
-        self.rec, self.op, self.stage = rec, op, stage
-
-    def __enter__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc) -> None:
-        seconds = time.perf_counter() - self.start
-        self.rec.add("latentserve_stage_seconds", seconds, Operation=self.op, Stage=self.stage)
+    def _finish(self, requests: list[Request], rec: Recorder) -> None:
+        op, batch_id = self.op.name, uuid.uuid4().hex[:16]
+        ok = [r for r in requests if r.reply.status == 200]
+        if ok:
+            try:
+                with torch.inference_mode():
+                    self.op.observe(_cat([r.outputs for r in ok]), rec)
+            except Exception:
+                log.exception("recording %s metrics failed", op)
+        rec.add("latentserve_batch_requests", len(requests), Operation=op)
+        rec.add("latentserve_items_total", sum(r.reply.items for r in ok), Operation=op)
+        headers = {
+            BATCH_ID: batch_id,
+            BATCH_REQUESTS: str(len(requests)),
+            BATCH_ITEMS: str(sum(r.parsed.items for r in requests if r.parsed is not None)),
+        }
+        for r in requests:
+            if r.reply.status != 200:
+                rec.add("latentserve_rejected_total", 1, Operation=op, Reason=r.reply.code)
+            r.reply.headers.update(headers)

@@ -9,7 +9,7 @@ answers before the frontend (413) does.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,6 @@ class Limits:
     max_temperature: float = 5.0  # sample: 0 <= temperature <= this
     max_seed: int = 2**63 - 1  # seeds are 0 <= seed <= this
     pixel_range: tuple[float, float] = (0.0, 1.0)  # encode `pixels` values
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 LIMITS = Limits()

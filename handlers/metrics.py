@@ -7,13 +7,20 @@ dimensions `ModelName` and `Level` first (TorchServe's convention; the frontend
 appends `Hostname`), then its own. Values are emitted in exactly that order
 because TorchServe matches dimension values by position.
 
-The logic records into a `Recorder`; the TorchServe adapter flushes it into
-`context.metrics` after each batch. Nothing here imports `ts`.
+The engine records a batch's observations into a `Recorder`; the TorchServe
+adapter writes them as backend metric lines on the worker's stdout after the
+batch (`handlers.ts_adapter.metric_lines`). Nothing here imports `ts`.
+
+`STAGES` are the values of the `Stage` label: the engine's three steps over a
+batch (parse the requests, run the model, respond to each request).
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 BASE_DIMS = ("ModelName", "Level")
@@ -44,7 +51,7 @@ SPECS: dict[str, MetricSpec] = {
         "histogram",
         "s",
         ("Operation", "Stage"),
-        "seconds per batch in decode_input, model and encode_output",
+        "seconds per batch in each stage: parse, run, respond",
     ),
     "latentserve_encode_z_mean_norm_total": MetricSpec(
         "counter", "count", (), "sum over encoded items of ||z_mean||_2 (divide by items)"
@@ -59,7 +66,7 @@ SPECS: dict[str, MetricSpec] = {
         "gauge", "count", (), "VAE: mean KL to the prior of the last encode batch, nats"
     ),
 }
-STAGES = ("decode_input", "model", "encode_output")
+STAGES = ("parse", "run", "respond")
 
 
 @dataclass(frozen=True)
@@ -83,11 +90,12 @@ class Recorder:
             Observation(name, float(value), tuple(labels[d] for d in spec.dims))
         )
 
-    def total(self, name: str, **labels: str) -> float:
-        """Sum of the recorded values matching `labels` (for tests and logs)."""
-        spec = SPECS[name]
-        return sum(
-            o.value
-            for o in self.observations
-            if o.name == name and all(o.labels[spec.dims.index(k)] == v for k, v in labels.items())
-        )
+    @contextmanager
+    def stage(self, operation: str, stage: str) -> Iterator[None]:
+        """Record the wall time of the block as `latentserve_stage_seconds`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - start
+            self.add("latentserve_stage_seconds", seconds, Operation=operation, Stage=stage)

@@ -1,11 +1,13 @@
-"""The three operations, each as decode_request -> forward -> encode_response.
+"""The three operations, each as parse -> run -> respond, in the model's words.
 
-An operation parses one request into a tensor of items (`parse`), runs the model
-on a chunk of items that may come from many requests (`forward`), and turns its
-own slice of the output into a JSON-ready dict (`respond`). The batching around
-them lives in `handlers.engine`. Each operation loads only the TorchScript file
-it needs, named by the export contract (`training/export.py`): encode needs
-`encoder.pt`, decode and sample need `decoder.pt`.
+An operation reads one request into a tensor of items (`parse`), runs the model
+on a chunk of items that may come from many requests (`forward`), and writes
+its request's answer from that request's slice of each model output (`respond`).
+The batching around them lives in `handlers.engine`. Each operation loads only
+the TorchScript file it needs, named by the export contract
+(`training/export.py`): encode needs `encoder.pt`, decode and sample need
+`decoder.pt`. A VAE encoder has two outputs (z_mean, z_log_var), the other
+modules one.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
-from handlers import codecs, images
-from handlers.codecs import RawRequest
+from handlers import images, readers, writers
 from handlers.device import Placement
 from handlers.errors import RequestError
 from handlers.limits import Limits
 from handlers.metrics import Recorder
+from handlers.readers import RawRequest
 from handlers.schemas import DecodeRequest, EncodeRequest, SampleRequest
 
 MANIFEST = "manifest.json"
@@ -91,13 +94,16 @@ class Parsed:
     """One valid request: its items as a float32 CPU tensor, plus what respond needs."""
 
     x: torch.Tensor
-    request: Any = None
-    seed: int | None = None
-    extras: list = field(default_factory=list)
+    body: BaseModel | None = None  # the validated JSON body; None for a raw image
+    seed: int | None = None  # sample seeds (encode with sample: true, and sample)
+    converted_from: list[dict | None] = field(default_factory=list)  # encode, per item
 
     @property
     def items(self) -> int:
         return len(self.x)
+
+
+Outputs = tuple[torch.Tensor, ...]  # the model's outputs, one tensor each (first dim: items)
 
 
 def _seed(requested: int | None) -> int:
@@ -109,11 +115,10 @@ def _normal(seed: int, n: int, dim: int) -> torch.Tensor:
     return torch.randn((n, dim), generator=torch.Generator().manual_seed(seed))
 
 
-def _images(pixels: torch.Tensor, fmt: str, scale: float) -> list[dict]:
-    arr = pixels[:, 0].numpy()
-    if fmt == "array":
-        return [{"pixels": codecs.array_to_lists(a)} for a in arr]
-    return [{"image_b64": images.encode_png(a, scale)} for a in arr]
+def _images(outputs: Outputs, fmt: str, scale: float) -> list[dict]:
+    """A decoder's one output, (n, 1, H, W) in [0, 1] -> n image predictions."""
+    (pixels,) = outputs
+    return writers.write_images(pixels[:, 0].numpy(), fmt, scale)
 
 
 class Operation:
@@ -125,18 +130,19 @@ class Operation:
     def parse(self, raw: RawRequest) -> Parsed:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> Any:
+        """The model on a chunk of items: a tensor, or a tuple of them."""
         return self.module(x)
 
     def example(self, n: int) -> torch.Tensor:
         """A valid model input of n items (for warm-up): latents; Encode overrides."""
         return torch.zeros(n, self.info.latent_dim)
 
-    def respond(self, parsed: Parsed, out: torch.Tensor) -> str:
-        """This request's slice of the model output -> its JSON answer (text)."""
+    def respond(self, parsed: Parsed, outputs: Outputs) -> str:
+        """This request's slice of each model output -> its JSON answer (text)."""
         raise NotImplementedError
 
-    def observe(self, outs: list[torch.Tensor], rec: Recorder) -> None:
+    def observe(self, outputs: Outputs, rec: Recorder) -> None:
         """Record operation-specific metrics over the answered items."""
 
 
@@ -145,80 +151,72 @@ class Encode(Operation):
 
     def parse(self, raw: RawRequest) -> Parsed:
         hw, scale = self.info.image_hw, self.info.scale
-        if codecs.is_image_body(raw):
+        if readers.is_image_body(raw):
             if not isinstance(raw.body, bytes | bytearray):
                 raise RequestError("bad_image", "body", "an image body must be binary")
-            arr, conv = images.decode_image(bytes(raw.body), hw, scale, "body", self.limits)
-            x = torch.from_numpy(arr[None, None])
-            return Parsed(x, EncodeRequest.model_construct(), None, [conv])
-        req = codecs.parse_json(raw, EncodeRequest, self.limits)
+            gray, conv = images.read_image(bytes(raw.body), hw, "body", self.limits)
+            x = torch.from_numpy(images.scale_pixels(gray, scale)[None, None])
+            return Parsed(x, converted_from=[conv])
+        req = readers.read_json(raw, EncodeRequest, self.limits)
         if req.sample and self.info.kind != "vae":
             raise RequestError(
                 "unsupported",
                 "sample",
                 f"{self.info.name} is an AE (a deterministic encoder); sample needs a VAE",
             )
-        # images decode to uint8 rows, scaled together at the end; pixels come scaled
+        # images are read as uint8 rows, scaled together at the end; pixels come scaled
         x = np.empty((len(req.instances), *hw), dtype=np.float32)
-        image_rows, extras = [], []
+        image_rows, converted = [], []
         for i, inst in enumerate(req.instances):
             if inst.image_b64 is not None:
                 f = f"instances[{i}].image_b64"
-                data = codecs.b64_to_bytes(inst.image_b64, f, self.limits)
-                x[i], conv = images.decode_gray(data, hw, f, self.limits)
+                data = readers.read_base64(inst.image_b64, f, self.limits)
+                x[i], conv = images.read_image(data, hw, f, self.limits)
                 image_rows.append(i)
             else:
                 f = f"instances[{i}].pixels"
-                x[i] = codecs.pixels_to_array(inst.pixels, hw, self.limits.pixel_range, f)
+                x[i] = readers.read_pixels(inst.pixels, hw, self.limits.pixel_range, f)
                 conv = None
-            extras.append(conv)
+            converted.append(conv)
         if len(image_rows) == len(x):
             x = images.scale_pixels(x, scale)
         elif image_rows:
             x[image_rows] = images.scale_pixels(x[image_rows], scale)
-        return Parsed(
-            torch.from_numpy(x[:, None]), req, _seed(req.seed) if req.sample else None, extras
-        )
+        seed = _seed(req.seed) if req.sample else None
+        return Parsed(torch.from_numpy(x[:, None]), req, seed, converted)
 
     def example(self, n: int) -> torch.Tensor:
         return torch.zeros(n, 1, *self.info.image_hw)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.module(x)
-        if self.info.kind == "vae":
-            return torch.stack([out[0], out[1]], dim=1)  # (k, 2, D)
-        return out[:, None]  # (k, 1, D)
-
-    def respond(self, parsed: Parsed, out: torch.Tensor) -> str:
+    def respond(self, parsed: Parsed, outputs: Outputs) -> str:
         # Written as text, one %-format per item: the floats are most of the answer
         # and json.dumps of float lists was the costliest step of encode.
         dim, vae = self.info.latent_dim, self.info.kind == "vae"
-        rows, spec = codecs.float_rows(out.numpy())  # per item: z_mean, z_log_var (VAE)
-        vec = codecs.float_array_format(dim, spec)
+        z_mean = outputs[0]
+        # per item: z_mean, then z_log_var (VAE), as one row
+        rows, spec = writers.printable_floats(torch.cat(outputs, dim=1).numpy())
+        vec = writers.float_array_format(dim, spec)
         item = '{"z_mean":' + vec + ',"z_log_var":' + (vec if vae else "null")
         item += ',"converted_from":%s%s}'
-        convs = ["null" if c is None else codecs.dumps(c) for c in parsed.extras]
+        convs = ["null" if c is None else writers.write_json(c) for c in parsed.converted_from]
         zs, tail = [""] * len(rows), ""
         if parsed.seed is not None:
             eps = _normal(parsed.seed, len(rows), dim)
-            z = out[:, 0] + torch.exp(0.5 * out[:, 1]) * eps
-            zs = [',"z":' + row for row in codecs.float_rows_json(z.numpy())]
+            z = z_mean + torch.exp(0.5 * outputs[1]) * eps
+            zs = [',"z":' + row for row in writers.write_float_arrays(z.numpy())]
             tail = f',"seed":{parsed.seed}'
         preds = ",".join(
             item % (*row, conv, zi) for row, conv, zi in zip(rows, convs, zs, strict=True)
         )
         return f'{{"predictions":[{preds}]{tail}}}'
 
-    def observe(self, outs: list[torch.Tensor], rec: Recorder) -> None:
-        if not outs:
-            return
-        out = torch.cat(outs).double()
-        mean = out[:, 0]
+    def observe(self, outputs: Outputs, rec: Recorder) -> None:
+        mean = outputs[0].double()
         norms = mean.norm(dim=1)
         rec.add("latentserve_encode_z_mean_norm_total", float(norms.sum()))
         rec.add("latentserve_encode_batch_z_mean_norm", float(norms.mean()))
         if self.info.kind == "vae":
-            lv = out[:, 1]
+            lv = outputs[1].double()
             kl = (0.5 * (mean.pow(2) + lv.exp() - 1.0 - lv).sum(dim=1)).clamp_min(0.0)
             rec.add("latentserve_encode_kl_nats_total", float(kl.sum()))
             rec.add("latentserve_encode_batch_kl_nats", float(kl.mean()))
@@ -228,9 +226,9 @@ class Decode(Operation):
     name = "decode"
 
     def parse(self, raw: RawRequest) -> Parsed:
-        if codecs.is_image_body(raw):
+        if readers.is_image_body(raw):
             raise RequestError("unsupported_media_type", "body", "decode takes JSON latents")
-        req = codecs.parse_json(raw, DecodeRequest, self.limits)
+        req = readers.read_json(raw, DecodeRequest, self.limits)
         dim, bound = self.info.latent_dim, self.limits.max_abs_latent
         rows = []
         for i, inst in enumerate(req.instances):
@@ -242,12 +240,13 @@ class Decode(Operation):
                     f"expected {dim} values (the model's latent_dim), got {len(inst.z)}",
                 )
             arr = np.asarray(inst.z, dtype=np.float64)
-            codecs.check_range(arr, (-bound, bound), f)
+            readers.check_range(arr, (-bound, bound), f)
             rows.append(arr)
         return Parsed(torch.from_numpy(np.stack(rows).astype(np.float32)), req)
 
-    def respond(self, parsed: Parsed, out: torch.Tensor) -> str:
-        return codecs.dumps({"predictions": _images(out, parsed.request.format, self.info.scale)})
+    def respond(self, parsed: Parsed, outputs: Outputs) -> str:
+        predictions = _images(outputs, parsed.body.format, self.info.scale)
+        return writers.write_json({"predictions": predictions})
 
 
 class Sample(Operation):
@@ -261,19 +260,19 @@ class Sample(Operation):
         self._factor = torch.from_numpy(vecs * np.sqrt(np.clip(vals, 0.0, None)))
 
     def parse(self, raw: RawRequest) -> Parsed:
-        if codecs.is_image_body(raw):
+        if readers.is_image_body(raw):
             raise RequestError("unsupported_media_type", "body", "sample takes a JSON object")
-        req = codecs.parse_json(raw, SampleRequest, self.limits)
+        req = readers.read_json(raw, SampleRequest, self.limits)
         seed = _seed(req.seed)
         eps = _normal(seed, req.n, self.info.latent_dim).double()
         z = self._mean + req.temperature * eps @ self._factor.T
         return Parsed(z.float(), req, seed)
 
-    def respond(self, parsed: Parsed, out: torch.Tensor) -> str:
-        req = parsed.request
-        return codecs.dumps(
+    def respond(self, parsed: Parsed, outputs: Outputs) -> str:
+        req = parsed.body
+        return writers.write_json(
             {
-                "predictions": _images(out, req.format, self.info.scale),
+                "predictions": _images(outputs, req.format, self.info.scale),
                 "seed": parsed.seed,
                 "temperature": req.temperature,
             }

@@ -13,8 +13,8 @@ request gets its own 400 while its neighbours get 200. Exceptions never leave
 Metrics leave the worker as TorchServe's backend metric lines on stdout, which
 the frontend parses (org.pytorch.serve.metrics.Metric) into its Prometheus
 registry. The adapter writes a batch's lines in one logging call, in the format
-of `ts.metrics.caching_metric` (a test compares the two): going through
-`context.metrics` cost about 10 us per line, 100 us per batch, a tenth of the
+of `ts.metrics.caching_metric` (a test compares the two), because going through
+`context.metrics` costs a logging call per line, a noticeable part of the
 handler's time on single-image requests.
 """
 
@@ -27,18 +27,15 @@ import time
 from http import HTTPStatus
 from pathlib import Path
 
-import torch
 from ts.metrics.unit import Units
 from ts.torch_handler.base_handler import BaseHandler
 
 import handlers
-from handlers.codecs import RawRequest, media_type
-from handlers.device import keep_freed_memory, placement, set_cpu_threads
-from handlers.engine import Batch, Engine, Reply
-from handlers.limits import LIMITS
+from handlers.device import keep_freed_memory, set_cpu_threads
+from handlers.engine import Engine
 from handlers.metrics import BASE_DIMS, SPECS, Recorder
-from handlers.operations import FILES, OPERATIONS, ModelInfo, load_script
 from handlers.options import HandlerOptions
+from handlers.readers import RawRequest, media_type
 
 log = logging.getLogger(__name__)
 # metric lines go to the worker's stdout, where the frontend reads them
@@ -100,6 +97,9 @@ def raw_request(row: dict, headers: dict) -> RawRequest:
 
 
 class LatentHandler(BaseHandler):
+    """BaseHandler's lifecycle around an `Engine`: `handle` passes the whole batch to
+    `Engine.handle` once (so BaseHandler's preprocess/inference/postprocess go unused)."""
+
     operation = ""  # encode | decode | sample, set by the entry-point subclass
 
     def initialize(self, context) -> None:
@@ -111,18 +111,15 @@ class LatentHandler(BaseHandler):
         self.context, self.manifest = context, context.manifest
         self.host = socket.gethostname()
         props = context.system_properties
-        model_dir = Path(props["model_dir"])
         options = HandlerOptions.from_config(getattr(context, "model_yaml_config", None))
         set_cpu_threads(options.cpu_threads)
         kept = options.keep_freed_memory and keep_freed_memory()
-        self.placement = placement(props.get("gpu_id"), options)
-        self.device = torch.device(self.placement.device)
-        info = ModelInfo.from_dir(model_dir)
-        module = load_script(model_dir, info, FILES[self.operation], self.placement)
-        op = OPERATIONS[self.operation](info, module, LIMITS)
-        self.engine = Engine(op, options, self.placement)
+        self.engine = Engine.from_dir(
+            Path(props["model_dir"]), self.operation, options, props.get("gpu_id")
+        )
         self.engine.warmup()
         self.initialized = True
+        info, where = self.engine.op.info, self.engine.placement
         log.info(
             "latentserve %s of %s (%s, latent %d) on %s %s, %d thread(s), chunk %d, "
             "freed memory kept: %s; code from %s",
@@ -130,41 +127,27 @@ class LatentHandler(BaseHandler):
             info.name,
             info.kind,
             info.latent_dim,
-            self.placement.device,
-            self.placement.dtype,
+            where.device,
+            where.dtype,
             options.cpu_threads,
             options.chunk_size,
             kept,
             Path(handlers.__file__).parent,
         )
 
-    # LitServe's shape on TorchServe's names: decode -> predict -> encode.
-    def preprocess(self, data: list[dict]) -> Batch:
-        raws = []
-        for idx, row in enumerate(data):
-            headers = self.context.get_all_request_header(idx) or {}
-            raws.append(raw_request(row or {}, headers))
-        return self.engine.decode_inputs(raws)
-
-    def inference(self, batch: Batch, *args, **kwargs) -> Batch:
-        return self.engine.run_model(batch)
-
-    def postprocess(self, batch: Batch) -> list[Reply]:
-        return self.engine.encode_outputs(batch)
-
     def handle(self, data: list[dict], context) -> list[str]:
         start = time.time()
-        self.context = context
-        batch = self.preprocess(data)
-        replies = self.postprocess(self.inference(batch))
+        raws = [
+            raw_request(row or {}, context.get_all_request_header(idx) or {})
+            for idx, row in enumerate(data)
+        ]
+        replies, rec = self.engine.handle(raws)
         for idx, reply in enumerate(replies):
             context.set_response_status(reply.status, HTTPStatus(reply.status).phrase, idx)
             context.set_response_content_type(idx, "application/json")
             for key, value in reply.headers.items():
                 context.set_response_header(idx, key, value)
         handler_ms = round((time.time() - start) * 1000, 2)
-        lines = metric_lines(
-            batch.recorder, context.model_name, handler_ms, self.host, int(time.time())
-        )
+        lines = metric_lines(rec, context.model_name, handler_ms, self.host, int(time.time()))
         metric_log.info("\n".join(lines))
         return [reply.body for reply in replies]

@@ -22,29 +22,21 @@ from pathlib import Path
 
 import yaml
 
+from handlers.metrics import STAGES
 from paths import STORE
 from serving.archive import WorkerConfig, build_archives
 from serving.query import Samples, metric
 
 NOOP_HANDLER = Path(__file__).resolve().parent / "noop_handler.py"
-STAGES = ("decode_input", "model", "encode_output")
 
 
 # ---- archives ---------------------------------------------------------------------
 def reference_reply(model_dir: Path, body: bytes) -> str:
-    """The exact answer the real encode handler gives `body` (run in-process)."""
-    from handlers.codecs import RawRequest
-    from handlers.device import placement
+    """The exact answer the real encode handler gives `body` (run in-process, on the CPU)."""
     from handlers.engine import Engine
-    from handlers.limits import LIMITS
-    from handlers.operations import FILES, OPERATIONS, ModelInfo, load_script
-    from handlers.options import HandlerOptions
+    from handlers.readers import RawRequest
 
-    options = HandlerOptions()
-    place = placement(None, options, cuda_available=False)
-    info = ModelInfo.from_dir(model_dir)
-    module = load_script(model_dir, info, FILES["encode"], place)
-    engine = Engine(OPERATIONS["encode"](info, module, LIMITS), options, place)
+    engine = Engine.from_dir(model_dir, "encode")
     replies, _ = engine.handle([RawRequest(body, "application/json")])
     assert replies[0].status == 200, replies[0].body
     return replies[0].body

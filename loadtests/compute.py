@@ -10,20 +10,21 @@ ceiling is the model's best in-process speed on this machine.
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from handlers.device import keep_freed_memory
+from handlers.device import keep_freed_memory, placement
+from handlers.operations import ModelInfo, load_script
+from handlers.options import HandlerOptions
 from loadtests import payloads
 
 
 def load(model_dir: Path, file: str) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
-        return torch.jit.load(str(Path(model_dir) / file), map_location="cpu").eval()
+    """An export (`encoder.pt`, `decoder.pt`) as a worker loads it, on the CPU."""
+    cpu = placement(None, HandlerOptions(), cuda_available=False)
+    return load_script(model_dir, ModelInfo.from_dir(model_dir), file, cpu)
 
 
 def items_per_second(module, x: torch.Tensor, seconds: float = 2.0, min_calls: int = 5) -> float:

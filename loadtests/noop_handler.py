@@ -3,7 +3,7 @@
 It answers every request of a batch with a fixed reply (`reply.json` in the
 archive: the exact bytes the real encode handler returns for the same payload),
 with the same status, content type and headers as the real handler, and does no
-decoding, no model call and no encoding. Requests/s of this archive under the
+parsing, no model run and no response writing. Requests/s of this archive under the
 same payloads, batching settings and concurrency are what TorchServe (frontend,
 worker protocol, Python worker loop) allows at most.
 """

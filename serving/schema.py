@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from handlers.schemas import REQUESTS, RESPONSES, ErrorResponse
-from serving.process import ROOT
+from paths import DOCS
 
 
 def schemas() -> dict[str, dict]:
@@ -38,7 +38,7 @@ def write(out_dir: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    out = Path(argv[0]) if argv else ROOT / "docs" / "api"
+    out = Path(argv[0]) if argv else DOCS / "api"
     for path in write(out):
         print(f"wrote {path}")
 

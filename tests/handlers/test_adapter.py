@@ -23,7 +23,8 @@ import yaml
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.model_loader import TsModelLoader
 
-from handlers.metrics import BASE_DIMS, SPECS
+from handlers.metrics import BASE_DIMS, SPECS, STAGES
+from handlers.operations import OPERATIONS
 from paths import ROOT
 from serving.archive import build_archives
 from tests.handlers.tiny import LATENT, pixels
@@ -42,7 +43,7 @@ def services(vae_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("mar")
     build_archives(vae_dir.parent, out, models=[vae_dir.name], log=lambda *_: None)
     loaded = {}
-    for op in ("encode", "decode", "sample"):
+    for op in OPERATIONS:
         model_dir = out / f"unpacked-{op}"
         with zipfile.ZipFile(out / f"{vae_dir.name}-{op}.mar") as z:
             z.extractall(model_dir)
@@ -181,7 +182,7 @@ def test_metric_lines_match_torchserves_own_format(caplog):
     from handlers.ts_adapter import metric_lines
 
     rec = Recorder()
-    rec.add("latentserve_stage_seconds", 0.0125, Operation="encode", Stage="model")
+    rec.add("latentserve_stage_seconds", 0.0125, Operation="encode", Stage=STAGES[1])
     rec.add("latentserve_items_total", 3, Operation="encode")
     ours = metric_lines(rec, "m-encode", 1.5, "host-1", 1700000000)
     assert len(ours) == 3

@@ -11,15 +11,27 @@ import pytest
 import torch
 from PIL import Image
 
-from handlers.codecs import RawRequest
 from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
 from handlers.limits import LIMITS
+from handlers.metrics import SPECS, STAGES, Recorder
+from handlers.operations import OPERATIONS
+from handlers.readers import RawRequest
 from handlers.schemas import RESPONSES, ErrorResponse
 from tests.handlers.tiny import LATENT, json_request, make_engine, pixels
 
 
 def body(reply) -> dict:
     return json.loads(reply.body)
+
+
+def total(rec: Recorder, name: str, **labels: str) -> float:
+    """Sum of the values recorded for `name` whose labels include `labels`."""
+    dims = SPECS[name].dims
+    return sum(
+        o.value
+        for o in rec.observations
+        if o.name == name and all(o.labels[dims.index(k)] == v for k, v in labels.items())
+    )
 
 
 def reference_encode(model_dir, items: list[dict]) -> torch.Tensor:
@@ -42,12 +54,12 @@ def test_mixed_batch_each_request_gets_exactly_its_own_items(vae_dir, chunk):
         assert torch.allclose(got, reference_encode(vae_dir, p), atol=1e-5)
         RESPONSES["encode"].model_validate(body(r))
     # one handler call, model calls of at most `chunk` items covering all 15
-    items = rec.total("latentserve_model_batch_items")
+    items = total(rec, "latentserve_model_batch_items")
     calls = [o for o in rec.observations if o.name == "latentserve_model_batch_items"]
     assert items == 15 and all(o.value <= chunk for o in calls)
     assert len(calls) == -(-15 // chunk)
-    assert rec.total("latentserve_items_total", Operation="encode") == 15
-    assert rec.total("latentserve_batch_requests") == 4
+    assert total(rec, "latentserve_items_total", Operation="encode") == 15
+    assert total(rec, "latentserve_batch_requests") == 4
     ids = {r.headers[BATCH_ID] for r in replies}
     assert len(ids) == 1
     assert {r.headers[BATCH_REQUESTS] for r in replies} == {"4"}
@@ -69,8 +81,8 @@ def test_one_bad_request_does_not_hurt_its_neighbours(vae_dir):
     assert [len(body(r)["predictions"]) for r in (replies[0], replies[3])] == [3, 2]
     err = ErrorResponse.model_validate(body(replies[2])).error
     assert (err.code, err.field) == ("bad_json", "body")
-    assert rec.total("latentserve_rejected_total") == 2
-    assert rec.total("latentserve_items_total") == 5
+    assert total(rec, "latentserve_rejected_total") == 2
+    assert total(rec, "latentserve_items_total") == 5
 
 
 def test_a_crashing_request_gets_a_500_alone(vae_dir, monkeypatch):
@@ -87,7 +99,7 @@ def test_a_crashing_request_gets_a_500_alone(vae_dir, monkeypatch):
     replies, rec = engine.handle([json_request({"instances": [z] * k}) for k in (1, 2, 3)])
     assert [r.status for r in replies] == [200, 500, 200]
     assert body(replies[1])["error"]["code"] == "internal_error"
-    assert rec.total("latentserve_rejected_total", Reason="internal_error") == 1
+    assert total(rec, "latentserve_rejected_total", Reason="internal_error") == 1
 
 
 def test_model_failure_on_the_batch_falls_back_per_request(vae_dir, monkeypatch):
@@ -105,7 +117,7 @@ def test_model_failure_on_the_batch_falls_back_per_request(vae_dir, monkeypatch)
     replies, rec = engine.handle([json_request({"instances": [z] * k}) for k in (2, 2)])
     assert [r.status for r in replies] == [200, 200]
     assert calls == [2, 2, 2, 2]  # merged: 2 ok + 2 failed; then one call per request
-    assert rec.total("latentserve_model_batch_items") == 4  # the failed attempt is not counted
+    assert total(rec, "latentserve_model_batch_items") == 4  # the failed attempt is not counted
 
 
 def test_encode_raw_png_and_b64_equal_pixels(vae_dir):
@@ -149,10 +161,12 @@ def test_encode_latent_statistics(vae_dir):
     mu = torch.tensor([p["z_mean"] for p in preds], dtype=torch.float64)
     lv = torch.tensor([p["z_log_var"] for p in preds], dtype=torch.float64)
     kl = 0.5 * (mu**2 + lv.exp() - 1 - lv).sum(1)
-    assert rec.total("latentserve_encode_z_mean_norm_total") == pytest.approx(
+    assert total(rec, "latentserve_encode_z_mean_norm_total") == pytest.approx(
         float(mu.norm(dim=1).sum()), rel=1e-5
     )
-    assert rec.total("latentserve_encode_kl_nats_total") == pytest.approx(float(kl.sum()), rel=1e-4)
+    assert total(rec, "latentserve_encode_kl_nats_total") == pytest.approx(
+        float(kl.sum()), rel=1e-4
+    )
 
 
 def test_decode_formats_and_latent_checks(vae_dir):
@@ -220,7 +234,22 @@ def test_vae_sample_temperature_scales_a_standard_normal(vae_dir):
 
 def test_warmup_runs_every_operation_without_recording(vae_dir, ae_dir):
     for model_dir in (vae_dir, ae_dir):
-        for op in ("encode", "decode", "sample"):
+        for op in OPERATIONS:
             engine = make_engine(model_dir, op)
             engine.warmup()
-            assert engine.op.forward(engine.op.example(2)).shape[0] == 2
+            outputs = engine.run_chunks(engine.op.example(2), Recorder())
+            assert outputs and all(y.shape[0] == 2 for y in outputs)
+
+
+def test_stages_are_timed_in_order_and_run_only_with_live_requests(vae_dir):
+    engine = make_engine(vae_dir, "decode")
+
+    def stages(raws):
+        _, rec = engine.handle(raws)
+        seconds = [o for o in rec.observations if o.name == "latentserve_stage_seconds"]
+        assert all(o.labels[0] == "decode" and o.value >= 0 for o in seconds)
+        return tuple(o.labels[1] for o in seconds)
+
+    assert stages([json_request({"instances": [{"z": [0.0] * LATENT}]})]) == STAGES
+    parse, _, respond = STAGES
+    assert stages([RawRequest(b"{broken", "application/json")]) == (parse, respond)

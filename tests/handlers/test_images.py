@@ -1,8 +1,10 @@
-"""handlers/images.py: the plain-PNG fast path gives exactly what Pillow's full path
-gives, on valid files of many kinds and on broken ones, and falls back when it must."""
+"""handlers/images.py: PNG/JPEG in (any mode and size, converted and reported), PNG out;
+the plain-PNG fast path gives exactly what Pillow's full path gives, on valid files
+of many kinds and on broken ones, and falls back when it must."""
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import zlib
@@ -13,7 +15,7 @@ from PIL import Image
 
 from handlers import images
 from handlers.errors import RequestError
-from handlers.limits import LIMITS
+from handlers.limits import LIMITS, Limits
 
 HW = (28, 28)
 
@@ -22,6 +24,27 @@ def png(arr: np.ndarray, mode: str = "L", **save) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr, mode).save(buf, format="PNG", **save)
     return buf.getvalue()
+
+
+def jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, "L").save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def read_scaled(data: bytes, field: str = "f", limits: Limits = LIMITS):
+    """What encode makes of one image: uint8 gray, then scaled to [0, 1]."""
+    gray, converted = images.read_image(data, HW, field, limits)
+    return images.scale_pixels(gray, 255.0), converted
+
+
+def rejects(code: str, field: str, fn, *args) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        fn(*args)
+    err = info.value
+    assert (err.code, err.field) == (code, field), err.body()
+    assert err.status == 400
+    return err
 
 
 def png16(arr: np.ndarray) -> bytes:
@@ -40,6 +63,78 @@ def outcome(fn, data: bytes):
     except RequestError as err:
         return ("error", err.code)
     return ("ok", arr.tobytes(), conv)
+
+
+def test_gray_png_of_model_size_is_exact_and_not_converted():
+    arr = np.arange(784, dtype=np.uint8).reshape(28, 28)
+    got, conv = read_scaled(png(arr), "body", LIMITS)
+    assert conv is None
+    np.testing.assert_array_equal(got, arr.astype(np.float32) / np.float32(255.0))
+
+
+def test_rgb_of_other_size_is_converted_and_reported():
+    rgb = np.zeros((64, 48, 3), dtype=np.uint8)
+    rgb[..., 0] = 255  # pure red -> gray 76 (ITU-R 601-2 luma)
+    got, conv = read_scaled(png(rgb, "RGB"))
+    assert conv == {"mode": "RGB", "width": 48, "height": 64}
+    assert got.shape == HW and np.allclose(got, 76 / 255, atol=1 / 255)
+
+
+def test_transparent_pixels_become_black():
+    rgba = np.zeros((28, 28, 4), dtype=np.uint8)
+    rgba[..., :3] = 255
+    rgba[:14, :, 3] = 255  # top half opaque white, bottom half transparent white
+    got, conv = read_scaled(png(rgba, "RGBA"))
+    assert conv["mode"] == "RGBA"
+    assert np.all(got[:14] == 1.0) and np.all(got[14:] == 0.0)
+
+
+def test_16_bit_png_is_scaled():
+    arr16 = np.full((28, 28), 65535, dtype=np.uint16)
+    img = Image.fromarray(arr16)  # mode I;16
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    got, conv = read_scaled(buf.getvalue(), "f", LIMITS)
+    assert conv is not None and np.all(got == 1.0)
+
+
+def test_jpeg_is_accepted():
+    arr = np.full((28, 28), 128, dtype=np.uint8)
+    got, conv = read_scaled(jpeg(arr))
+    assert conv is None and np.allclose(got, 128 / 255, atol=2 / 255)
+
+
+def test_bad_images():
+    rejects("bad_image", "f", read_scaled, b"not an image", "f", LIMITS)
+    gif = io.BytesIO()
+    Image.new("L", (28, 28)).save(gif, format="GIF")
+    err = rejects("bad_image", "f", read_scaled, gif.getvalue(), "f", LIMITS)
+    assert "GIF" in err.message
+    truncated = png(np.zeros((28, 28), np.uint8))[:-30]
+    rejects("bad_image", "f", read_scaled, truncated, "f", LIMITS)
+
+
+def test_image_size_limits():
+    big = png(np.zeros((100, 100), np.uint8))
+    tight = Limits(max_image_pixels=99 * 99)
+    rejects("payload_too_large", "f", read_scaled, big, "f", tight)
+    rejects("payload_too_large", "f", read_scaled, big, "f", Limits(max_image_bytes=10))
+
+
+def test_png_write_read_round_trip():
+    arr = np.random.default_rng(0).random(HW)
+    data = base64.b64decode(images.write_png(arr, 255.0))
+    back, conv = read_scaled(data, "f", LIMITS)
+    assert conv is None and np.abs(back - arr).max() <= 0.5 / 255 + 1e-6
+
+
+def test_read_image_keeps_the_bytes_and_scaling_happens_once():
+    arr = np.random.default_rng(1).integers(0, 256, HW, dtype=np.uint8)
+    gray, conv = images.read_image(png(arr), HW, "f", LIMITS)
+    assert conv is None and gray.dtype == np.uint8 and np.array_equal(gray, arr)
+    scaled = images.scale_pixels(gray, 255.0)
+    assert scaled.dtype == np.float32 and np.array_equal(scaled, arr.astype(np.float32) / 255)
+    assert images.scale_pixels(gray, 200.0).max() <= 1.0  # clipped when uint8/scale > 1
 
 
 def valid_pngs() -> list[bytes]:
@@ -62,7 +157,7 @@ def valid_pngs() -> list[bytes]:
 def test_fast_path_takes_plain_pngs_and_matches_pillow():
     for data in valid_pngs():
         assert images.plain_gray_png(data, HW) is not None
-        fast, full = outcome(images.decode_gray, data), outcome(images.decode_with_pillow, data)
+        fast, full = outcome(images.read_image, data), outcome(images.read_image_with_pillow, data)
         assert fast[0] == "ok" and fast == full
 
 
@@ -88,8 +183,8 @@ def test_fast_path_matches_pillow_on_broken_files():
         ]
     fast = errors = 0
     for data in broken:
-        got = outcome(images.decode_gray, data)
-        assert got == outcome(images.decode_with_pillow, data)
+        got = outcome(images.read_image, data)
+        assert got == outcome(images.read_image_with_pillow, data)
         fast += images.plain_gray_png(data, HW) is not None
         errors += got[0] == "error"
     assert fast == 5 * 20  # the broken streams inside well-formed chunks took the fast path
@@ -112,7 +207,7 @@ def test_anything_not_plain_goes_to_pillow(variant):
         "16bit": lambda: png16(arr.astype(np.uint16) * 257),
     }[variant]()
     assert images.plain_gray_png(data, HW) is None
-    assert outcome(images.decode_gray, data) == outcome(images.decode_with_pillow, data)
+    assert outcome(images.read_image, data) == outcome(images.read_image_with_pillow, data)
 
 
 def _with_chunk(data: bytes, kind: bytes, body: bytes) -> bytes:
@@ -139,7 +234,7 @@ def _interlaced(arr: np.ndarray) -> bytes:
     )
 
 
-def test_interlaced_png_decodes_the_same_either_way():
+def test_interlaced_png_reads_the_same_either_way():
     arr = np.random.default_rng(3).integers(0, 256, HW, dtype=np.uint8)
-    gray, conv = images.decode_gray(_interlaced(arr), HW, "f", LIMITS)
+    gray, conv = images.read_image(_interlaced(arr), HW, "f", LIMITS)
     assert np.array_equal(gray, arr) and conv is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 
 from handlers.errors import CODES
 from handlers.limits import LIMITS
@@ -27,7 +28,7 @@ def shown(value) -> str:
 
 def test_limits_table_matches_handlers_limits():
     api = api_section()
-    for name, value in LIMITS.to_dict().items():
+    for name, value in asdict(LIMITS).items():
         row = rf"\|\s*`{name}`\s*\|\s*{re.escape(shown(value))}[\s(|]"
         assert re.search(row, api), f"README limits table: `{name}` should read {shown(value)}"
 

@@ -12,12 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handlers.codecs import RawRequest
-from handlers.device import placement
 from handlers.engine import Engine
-from handlers.limits import LIMITS
-from handlers.operations import FILES, OPERATIONS, ModelInfo, load_script
 from handlers.options import HandlerOptions
+from handlers.readers import RawRequest
 from training.export import export_model
 from training.models import ModelConfig, build_model
 
@@ -43,11 +40,7 @@ def export_tiny(out: Path, kind: str, seed: int = 0) -> Path:
 
 
 def make_engine(model_dir: Path, op: str, chunk_size: int = 256) -> Engine:
-    options = HandlerOptions(chunk_size=chunk_size)
-    where = placement(None, options)
-    info = ModelInfo.from_dir(model_dir)
-    module = load_script(model_dir, info, FILES[op], where)
-    return Engine(OPERATIONS[op](info, module, LIMITS), options, where)
+    return Engine.from_dir(model_dir, op, HandlerOptions(chunk_size=chunk_size))
 
 
 def json_request(payload, content_type: str | None = "application/json") -> RawRequest:

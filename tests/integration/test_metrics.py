@@ -1,8 +1,10 @@
-"""Prometheus metrics on the metrics port move by exactly what the test sent.
+"""Prometheus metrics on the metrics port move by exactly what each test sent.
 
-Handler metrics travel worker log -> frontend asynchronously, so each check
-polls until the expected value arrives, then re-reads to be sure nothing more
-arrives (an overshoot would mean a miscount).
+The server is shared by the whole session, so every check compares a reading
+taken before the test's own requests with one taken after: a change, never an
+absolute value. Handler metrics travel worker log -> frontend asynchronously,
+so each check polls until the expected change arrives, then re-reads to be
+sure nothing more arrives (an overshoot would mean a miscount).
 """
 
 from __future__ import annotations
@@ -12,37 +14,50 @@ import time
 import numpy as np
 import pytest
 
-HIST = ("latentserve_model_batch_items", "latentserve_batch_requests")
+from handlers.metrics import STAGES
+from tests.handlers.tiny import pixels
 
 
-def pixels(k: int, seed: int) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    return [{"pixels": rng.random((28, 28)).round(4).tolist()} for _ in range(k)]
+def kl_to_prior(mu: np.ndarray, lv: np.ndarray) -> np.ndarray:
+    """Per item KL(N(mu, exp(lv)) || N(0, I)) in nats, as the handler computes it."""
+    return (0.5 * (mu**2 + np.exp(lv) - 1 - lv)).sum(axis=1)
+
+
+def latents(resp) -> tuple[np.ndarray, np.ndarray]:
+    preds = resp.json()["predictions"]
+    mu = np.array([p["z_mean"] for p in preds], dtype=np.float64)
+    lv = np.array([p["z_log_var"] for p in preds], dtype=np.float64)
+    return mu, lv
 
 
 def test_metrics_move_by_what_was_sent(torchserve, vae):
     enc, dec, smp = (f"{vae.name}-{op}" for op in ("encode", "decode", "sample"))
-    names = [
-        ("latentserve_items_total", {"ModelName": enc}),
-        ("latentserve_items_total", {"ModelName": dec}),
-        ("latentserve_items_total", {"ModelName": smp, "Operation": "sample"}),
-        ("latentserve_rejected_total", {"ModelName": enc, "Reason": "wrong_shape"}),
-        ("latentserve_rejected_total", {"ModelName": smp, "Reason": "too_many_items"}),
-        ("ts_inference_requests_total", {"model_name": enc}),
-        ("latentserve_encode_z_mean_norm_total", {"ModelName": enc}),
-        ("latentserve_encode_kl_nats_total", {"ModelName": enc}),
-        ("latentserve_model_batch_items_sum", {"ModelName": enc}),
-        ("latentserve_batch_requests_sum", {"ModelName": enc}),
-        ("latentserve_stage_seconds_count", {"ModelName": enc, "Stage": "model"}),
-        ("Requests4XX", {}),
+    parse, run, respond = STAGES
+    from_answers = None  # computed from the encode answers below
+    expected = [  # (metric, labels, the change the requests below cause)
+        ("latentserve_items_total", {"ModelName": enc}, 5),
+        ("latentserve_items_total", {"ModelName": dec}, 4),
+        ("latentserve_items_total", {"ModelName": smp, "Operation": "sample"}, 5),
+        ("latentserve_rejected_total", {"ModelName": enc, "Reason": "wrong_shape"}, 1),
+        ("latentserve_rejected_total", {"ModelName": smp, "Reason": "too_many_items"}, 1),
+        ("ts_inference_requests_total", {"model_name": enc}, 3),
+        ("latentserve_encode_z_mean_norm_total", {"ModelName": enc}, from_answers),
+        ("latentserve_encode_kl_nats_total", {"ModelName": enc}, from_answers),
+        ("latentserve_model_batch_items_sum", {"ModelName": enc}, 5),  # not the bad request
+        ("latentserve_batch_requests_sum", {"ModelName": enc}, 3),
+        ("latentserve_batch_requests_count", {"ModelName": enc}, 3),  # one request per call
+        ("latentserve_stage_seconds_count", {"ModelName": enc, "Stage": parse}, 3),
+        ("latentserve_stage_seconds_count", {"ModelName": enc, "Stage": run}, 2),  # not the bad
+        ("latentserve_stage_seconds_count", {"ModelName": enc, "Stage": respond}, 3),
+        ("Requests4XX", {}, 2),
     ]
-    before = {(n, tuple(sorted(lab.items()))): torchserve.metric(n, **lab) for n, lab in names}
+    before = [torchserve.metric(name, **labels) for name, labels, _ in expected]
 
-    z = []
-    for k, seed in ((3, 1), (2, 2)):
-        resp = torchserve.post(enc, json={"instances": pixels(k, seed)})
-        assert resp.status_code == 200
-        z += [(p["z_mean"], p["z_log_var"]) for p in resp.json()["predictions"]]
+    # encode requests one at a time: each is a handler call (a batch) of its own
+    good = [
+        torchserve.post(enc, json={"instances": pixels(k, seed)}) for k, seed in ((3, 1), (2, 2))
+    ]
+    assert [r.status_code for r in good] == [200, 200]
     bad = torchserve.post(enc, json={"instances": [{"pixels": [[0.5] * 28] * 3}]})
     assert bad.status_code == 400
     zs = [{"z": [0.0] * vae.latent_dim}] * 4
@@ -50,53 +65,49 @@ def test_metrics_move_by_what_was_sent(torchserve, vae):
     assert torchserve.post(smp, json={"n": 5, "seed": 0}).status_code == 200
     assert torchserve.post(smp, json={"n": 10_000}).status_code == 400
 
-    mu = np.array([m for m, _ in z], dtype=np.float64)
-    lv = np.array([v for _, v in z], dtype=np.float64)
-    expected = {
-        "latentserve_items_total": {enc: 5, dec: 4, smp: 5},
-        "latentserve_rejected_total": {enc: 1, smp: 1},
-        "ts_inference_requests_total": {enc: 3},
-        "latentserve_encode_z_mean_norm_total": {enc: float(np.linalg.norm(mu, axis=1).sum())},
-        "latentserve_encode_kl_nats_total": {
-            enc: float((0.5 * (mu**2 + np.exp(lv) - 1 - lv)).sum())
-        },
-        "latentserve_model_batch_items_sum": {enc: 5},  # the bad request never reaches the model
-        "latentserve_batch_requests_sum": {enc: 3},
-        "Requests4XX": {None: 2},
+    mu, lv = (np.concatenate(parts) for parts in zip(*map(latents, good), strict=True))
+    answers = {
+        "latentserve_encode_z_mean_norm_total": float(np.linalg.norm(mu, axis=1).sum()),
+        "latentserve_encode_kl_nats_total": float(kl_to_prior(mu, lv).sum()),
     }
+    expected = [(n, lab, answers[n] if w is from_answers else w) for n, lab, w in expected]
 
-    def delta(name, labels):
-        key = (name, tuple(sorted(labels.items())))
-        want = expected[name][labels.get("ModelName", labels.get("model_name"))]
-        got = torchserve.wait_metric(name, before[key] + want - 1e-9, **labels) - before[key]
-        return got, want
+    def check_changes() -> None:
+        for (name, labels, want), start in zip(expected, before, strict=True):
+            got = torchserve.wait_metric(name, start + want - 1e-9, **labels) - start
+            assert got == pytest.approx(want, rel=1e-4, abs=1e-6), (name, labels, got, want)
 
-    time.sleep(0.5)
-    for name, labels in names:
-        if name == "latentserve_stage_seconds_count":
-            got = torchserve.metric(name, **labels) - before[(name, tuple(sorted(labels.items())))]
-            assert 1 <= got <= 2, (name, got)  # one per handler call with live requests
-            continue
-        got, want = delta(name, labels)
-        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), (name, labels, got, want)
-    # nothing more arrives later
+    check_changes()
     time.sleep(1.0)
-    for name, labels in names:
-        if name in ("latentserve_items_total", "latentserve_rejected_total"):
-            got, want = delta(name, labels)
-            assert got == want
+    check_changes()  # nothing more arrived later
 
 
-def test_latency_histograms_and_gauges_exist_for_every_stage(torchserve, vae):
-    assert (
-        torchserve.post(f"{vae.name}-encode", json={"instances": pixels(1, 0)}).status_code == 200
-    )
+def test_every_stage_is_timed_and_the_gauges_describe_the_last_batch(torchserve, vae):
     enc = f"{vae.name}-encode"
-    for stage in ("decode_input", "model", "encode_output"):
+
+    def stage(sample: str, s: str) -> float:
+        return torchserve.metric(f"latentserve_stage_seconds_{sample}", ModelName=enc, Stage=s)
+
+    before = {s: (stage("count", s), stage("sum", s)) for s in STAGES}
+    resp = torchserve.post(enc, json={"instances": pixels(2, 0)})
+    assert resp.status_code == 200
+    for s in STAGES:
         count = torchserve.wait_metric(
-            "latentserve_stage_seconds_count", 1, ModelName=enc, Stage=stage
+            "latentserve_stage_seconds_count", before[s][0] + 1, ModelName=enc, Stage=s
         )
-        assert count >= 1, stage
-        assert torchserve.metric("latentserve_stage_seconds_sum", ModelName=enc, Stage=stage) > 0
-    assert torchserve.metric("latentserve_encode_batch_z_mean_norm", ModelName=enc) > 0
-    assert torchserve.metric("latentserve_encode_batch_kl_nats", ModelName=enc) > 0
+        assert count - before[s][0] == 1, s
+        assert stage("sum", s) > before[s][1], s
+
+    # gauges hold the last encode batch: this request's two items
+    mu, lv = latents(resp)
+    gauges = {
+        "latentserve_encode_batch_z_mean_norm": float(np.linalg.norm(mu, axis=1).mean()),
+        "latentserve_encode_batch_kl_nats": float(kl_to_prior(mu, lv).mean()),
+    }
+    for name, want in gauges.items():
+        deadline = time.monotonic() + 20
+        while (got := torchserve.metric(name, ModelName=enc)) != pytest.approx(
+            want, rel=1e-5
+        ) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert got == pytest.approx(want, rel=1e-5), name
