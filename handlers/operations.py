@@ -46,7 +46,7 @@ class ModelInfo:
     image_hw: tuple[int, int]
     scale: float  # uint8 / scale = model input
     prior_mean: np.ndarray  # (D,)
-    prior_cov: np.ndarray  # (D, D)
+    prior_factor: np.ndarray  # (D, D): F @ F.T == the prior's cov, computed once at export
     manifest: dict
 
     @classmethod
@@ -61,15 +61,23 @@ class ModelInfo:
         if kind not in ("ae", "vae") or c != 1 or dim < 1:
             raise ValueError(f"unsupported model: kind {kind!r}, channels {c}, latent_dim {dim}")
         if prior.get("type") == "standard_normal":
-            mean, cov = np.zeros(dim), np.eye(dim)
+            mean, factor = np.zeros(dim), np.eye(dim)
         elif prior.get("type") == "gaussian":
-            mean = np.asarray(prior["mean"], dtype=np.float64)
-            cov = np.asarray(prior["cov"], dtype=np.float64)
+            try:
+                mean = np.asarray(prior["mean"], dtype=np.float64)
+                factor = np.asarray(prior["factor"], dtype=np.float64)
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(
+                    f"manifest.json lacks or mangles a required key: prior {err!r} "
+                    "(re-export the model: the export writes the prior's sampling factor)"
+                ) from None
         else:
             raise ValueError(f"unknown prior type {prior.get('type')!r}")
-        if mean.shape != (dim,) or cov.shape != (dim, dim):
-            raise ValueError(f"prior shapes {mean.shape}, {cov.shape} do not fit latent_dim {dim}")
-        return cls(manifest.get("name", "?"), kind, dim, (h, w), scale, mean, cov, manifest)
+        if mean.shape != (dim,) or factor.shape != (dim, dim):
+            raise ValueError(
+                f"prior shapes {mean.shape}, {factor.shape} do not fit latent_dim {dim}"
+            )
+        return cls(manifest.get("name", "?"), kind, dim, (h, w), scale, mean, factor, manifest)
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> ModelInfo:
@@ -254,10 +262,10 @@ class Sample(Operation):
 
     def __init__(self, info: ModelInfo, module, limits: Limits) -> None:
         super().__init__(info, module, limits)
-        # z = mean + eps @ L.T with L L^T = cov; the eigen form tolerates a singular cov
-        vals, vecs = np.linalg.eigh(info.prior_cov)
+        # z = mean + temperature * eps @ F.T with the manifest's factor F: the export
+        # computes it once (training/prior.py), and the README's figures use the same
         self._mean = torch.from_numpy(info.prior_mean)
-        self._factor = torch.from_numpy(vecs * np.sqrt(np.clip(vals, 0.0, None)))
+        self._factor = torch.from_numpy(info.prior_factor)
 
     def parse(self, raw: RawRequest) -> Parsed:
         if readers.is_image_body(raw):

@@ -84,7 +84,7 @@ class SampleRequest(BaseModel):
         default=1.0,
         ge=0.0,
         le=LIMITS.max_temperature,
-        description="scales the prior's spread: z = mean + temperature * L eps",
+        description="scales the prior's spread: z = mean + temperature * F eps (manifest's F)",
     )
     format: Format = "png"
 

@@ -14,7 +14,7 @@ from PIL import Image
 from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
 from handlers.limits import LIMITS
 from handlers.metrics import SPECS, STAGES, Recorder
-from handlers.operations import OPERATIONS
+from handlers.operations import OPERATIONS, ModelInfo
 from handlers.readers import RawRequest
 from handlers.schemas import RESPONSES, ErrorResponse
 from tests.handlers.tiny import LATENT, json_request, make_engine, pixels
@@ -223,6 +223,17 @@ def test_ae_sample_draws_from_the_fitted_gaussian(ae_dir):
     assert np.allclose(np.cov(zs.numpy(), rowvar=False), cov, atol=0.1 * np.abs(cov).max())
     cold = engine.op.parse(json_request({"n": 3, "seed": 0, "temperature": 0.0})).x
     assert np.allclose(cold.numpy(), mean[None].repeat(3, 0), atol=1e-5)
+
+
+def test_a_gaussian_prior_needs_the_exports_sampling_factor(ae_dir):
+    manifest = json.loads((ae_dir / "manifest.json").read_text())
+    info = ModelInfo.from_manifest(manifest)
+    factor = np.array(manifest["prior"]["factor"])
+    assert np.array_equal(info.prior_factor, factor)
+    assert np.allclose(factor @ factor.T, np.array(manifest["prior"]["cov"]), atol=1e-9)
+    del manifest["prior"]["factor"]
+    with pytest.raises(ValueError, match="prior.*factor.*re-export"):
+        ModelInfo.from_manifest(manifest)
 
 
 def test_vae_sample_temperature_scales_a_standard_normal(vae_dir):
