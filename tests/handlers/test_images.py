@@ -16,6 +16,7 @@ from PIL import Image
 from handlers import images
 from handlers.errors import RequestError
 from handlers.limits import LIMITS, Limits
+from tests.handlers.tiny import rejects
 
 HW = (28, 28)
 
@@ -36,15 +37,6 @@ def read_scaled(data: bytes, field: str = "f", limits: Limits = LIMITS):
     """What encode makes of one image: uint8 gray, then scaled to [0, 1]."""
     gray, converted = images.read_image(data, HW, field, limits)
     return images.scale_pixels(gray, 255.0), converted
-
-
-def rejects(code: str, field: str, fn, *args) -> RequestError:
-    with pytest.raises(RequestError) as info:
-        fn(*args)
-    err = info.value
-    assert (err.code, err.field) == (code, field), err.body()
-    assert err.status == 400
-    return err
 
 
 def png16(arr: np.ndarray) -> bytes:

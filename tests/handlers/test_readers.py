@@ -15,6 +15,7 @@ from handlers.errors import CODES, RequestError, json_path
 from handlers.limits import LIMITS, Limits
 from handlers.readers import RawRequest
 from handlers.schemas import DecodeRequest, EncodeRequest, SampleRequest
+from tests.handlers.tiny import rejects
 
 HW = (28, 28)
 
@@ -23,15 +24,6 @@ def png_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr, "L").save(buf, format="PNG")
     return buf.getvalue()
-
-
-def rejects(code: str, field: str, fn, *args):
-    with pytest.raises(RequestError) as info:
-        fn(*args)
-    err = info.value
-    assert (err.code, err.field) == (code, field), err.body()
-    assert err.status == 400
-    return err
 
 
 # ---- JSON bodies ------------------------------------------------------------

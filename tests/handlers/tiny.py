@@ -10,9 +10,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from handlers.engine import Engine
+from handlers.errors import RequestError
 from handlers.options import HandlerOptions
 from handlers.readers import RawRequest
 from training.export import export_model
@@ -50,3 +52,13 @@ def json_request(payload, content_type: str | None = "application/json") -> RawR
 def pixels(k: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     return [{"pixels": rng.random((28, 28)).round(4).tolist()} for _ in range(k)]
+
+
+def rejects(code: str, field: str, fn, *args) -> RequestError:
+    """Call fn(*args) and check that it raises a 400 RequestError of this code and field."""
+    with pytest.raises(RequestError) as info:
+        fn(*args)
+    err = info.value
+    assert (err.code, err.field) == (code, field), err.body()
+    assert err.status == 400
+    return err
