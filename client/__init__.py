@@ -3,8 +3,9 @@
 Needs numpy, Pillow and requests only (no torch), so any service can use it.
 """
 
-from client.api import DEFAULT_URL, Encoded, LatentClient, Stats
+from client.api import DEFAULT_URL, LatentClient
 from client.errors import InputError, LatentServeError
+from client.results import Encoded, Stats
 from client.retry import RetryPolicy
 
 __all__ = [

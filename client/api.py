@@ -13,15 +13,12 @@ retry is safe.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +28,7 @@ from PIL import Image
 from client import inputs
 from client.errors import InputError, LatentServeError
 from client.limits import MAX_ITEMS, MAX_N, MAX_SEED
+from client.results import Encoded, Progress, Stats, images, read_answer
 from client.retry import RetryPolicy, retry_status, run_ordered, split
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -38,43 +36,6 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 # amortize HTTP and JSON overhead; 4 in flight keep the server's dynamic batches full.
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_CONCURRENCY = 4
-
-
-@dataclass
-class Stats:
-    """Counters over the client's life (thread-safe updates)."""
-
-    requests: int = 0  # HTTP attempts sent
-    retries: int = 0
-    items: int = 0  # items answered successfully
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **counts: int) -> None:
-        with self._lock:
-            for key, value in counts.items():
-                setattr(self, key, getattr(self, key) + value)
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """encode's answer, row i for input image i."""
-
-    z_mean: np.ndarray  # (N, D) float32; the AE's code z
-    z_log_var: np.ndarray | None  # (N, D) float32; None for an AE
-    z: np.ndarray | None = None  # (N, D) float32 with sample=True
-    seed: int | None = None  # with sample=True: the seed of the first request
-
-    def __len__(self) -> int:
-        return len(self.z_mean)
-
-
-Progress = Callable[[int], None]  # called with the number of items just finished
-
-
-def _png_to_image(b64: str) -> Image.Image:
-    img = Image.open(io.BytesIO(base64.b64decode(b64)))
-    img.load()
-    return img
 
 
 class LatentClient:
@@ -190,7 +151,7 @@ class LatentClient:
                 self._backoff(attempt, None)
                 continue
             if status == 200:
-                answer = self._parse(content, url, items)
+                answer = read_answer(content, url, items)
                 self.stats.add(items=items)
                 return answer
             if self.retry.should_retry(attempt, retry_status(status, content)):
@@ -201,21 +162,6 @@ class LatentClient:
     def _backoff(self, attempt: int, retry_after: str | None) -> None:
         self.stats.add(retries=1)
         self._sleep(self.retry.delay(attempt, retry_after))
-
-    @staticmethod
-    def _parse(content: bytes, url: str, items: int) -> dict:
-        try:
-            answer = json.loads(content)
-            preds = answer["predictions"]
-        except (ValueError, KeyError, TypeError):
-            raise LatentServeError(
-                f"answer is not latentserve JSON: {content[:200]!r}", status=200, url=url
-            ) from None
-        if len(preds) != items:
-            raise LatentServeError(
-                f"asked for {items} items, the answer has {len(preds)}", status=200, url=url
-            )
-        return answer
 
     def _map(self, chunks: list[Callable[[], dict]]) -> list[dict]:
         if len(chunks) == 1:  # no thread hop for a single request
@@ -288,7 +234,7 @@ class LatentClient:
             return run
 
         answers = self._map([task(a, b) for a, b in split(len(zs), self.batch_size)])
-        return self._images([p for a in answers for p in a["predictions"]], as_array)
+        return images([p for a in answers for p in a["predictions"]], as_array)
 
     def sample(
         self,
@@ -321,10 +267,4 @@ class LatentClient:
 
         ranges = split(n, MAX_N)
         answers = self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)])
-        return self._images([p for a in answers for p in a["predictions"]], as_array)
-
-    @staticmethod
-    def _images(preds: list[dict], as_array: bool) -> list[Image.Image] | np.ndarray:
-        if as_array:
-            return np.asarray([p["pixels"] for p in preds], dtype=np.float32)
-        return [_png_to_image(p["image_b64"]) for p in preds]
+        return images([p for a in answers for p in a["predictions"]], as_array)
