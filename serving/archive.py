@@ -43,7 +43,7 @@ OPERATIONS = tuple(FILES)  # encode, decode, sample
 class WorkerConfig:
     """TorchServe's per-model settings (model-config.yaml), defaults for every archive.
 
-    Chosen with `make bench` on 2 cores (loadtests/README.md has the study):
+    Chosen with `make bench` on 2 cores (docs/performance.md tells the measurements):
     - batchSize 8: with 2 workers and 16 clients sending 64 images each, a
       batch of 16 went whole to one worker while the other idled (13,100
       against 23,100 items/s); 8 is also where single images stop gaining;
