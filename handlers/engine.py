@@ -40,6 +40,7 @@ from handlers.model import FILES, ModelInfo, load_script
 from handlers.operations import OPERATIONS, Operation, Outputs, Parsed
 from handlers.options import HandlerOptions
 from handlers.readers import RawRequest
+from handlers.wire import V2
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def _cat(parts: list[Outputs]) -> Outputs:
 
 
 def _error(err: RequestError, protocol: str) -> Reply:
-    body = v2_write.write_error(err) if protocol == v2_read.V2 else err.to_json()
+    body = v2_write.write_error(err) if protocol == V2 else err.to_json()
     return Reply(err.status, body, err.code)
 
 
@@ -134,7 +135,7 @@ class Engine:
         op = self.op
         for r in requests:
             try:
-                if r.raw.protocol == v2_read.V2:
+                if r.raw.protocol == V2:
                     r.call = v2_read.read_call(r.raw, op.limits)
                     r.parsed = op.parse_tensors(r.call.inputs, r.call.parameters)
                     v2_read.check_outputs(r.call, op.output_names(r.parsed), op.name)

@@ -37,7 +37,7 @@ from handlers.engine import Engine
 from handlers.metrics import BASE_DIMS, SPECS, Recorder
 from handlers.options import HandlerOptions
 from handlers.readers import RawRequest, media_type
-from handlers.v2_read import wire_protocol
+from handlers.wire import wire_protocol
 
 log = logging.getLogger(__name__)
 # metric lines go to the worker's stdout, where the frontend reads them

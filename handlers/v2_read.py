@@ -1,9 +1,6 @@
-"""Reading the Open Inference Protocol (KServe v2): which wire a request uses, and its tensors.
+"""Reading the Open Inference Protocol (KServe v2): a request's tensors and parameters.
 
-TorchServe 0.12 routes `/v2/models/<name>/infer` (and `/v1/models/<name>:predict`)
-to the handler with the raw body and every HTTP header, adding only `explain`;
-`/predictions/<name>` adds `url_path` as well. `wire_protocol` makes the choice
-from those headers and the body's first key. `read_call` reads a v2 request:
+Which requests are v2 is `handlers.wire`'s choice. `read_call` reads one:
 the JSON header (strict), then the binary part of the binary tensor extension
 split exactly as the header's `binary_data_size`s say, every size checked
 before anything is allocated, each binary input a zero-copy `np.frombuffer`
@@ -14,7 +11,6 @@ header; the error's text is written by `handlers.v2_write.write_error`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,13 +20,9 @@ from handlers.errors import RequestError
 from handlers.limits import Limits
 from handlers.readers import FORM_TYPES, RawRequest, validation_error
 from handlers.v2_schemas import InferRequest, InputTensor, RequestedOutput
+from handlers.wire import HEADER_LENGTH
 
-JSON, V2 = "json", "v2"
-HEADER_LENGTH = "inference-header-content-length"  # header names arrive lower-cased
 BINARY_OUTPUT = "binary_data_output"
-# A JSON API body never has these keys, a v2 body starts with one (tritonclient: "inputs").
-_V2_KEYS = ("inputs", "outputs", "parameters", "id")
-_V2_STARTS = tuple(f'"{k}"'.encode() for k in _V2_KEYS)
 
 # Datatypes we read (little-endian, as the binary extension sends them).
 # BOOL and BYTES are not: no operation takes them.
@@ -50,30 +42,6 @@ DATATYPES: dict[str, np.dtype] = {
         "FP64": "<f8",
     }.items()
 }
-
-
-def wire_protocol(headers: Mapping[str, str], body) -> str:
-    """JSON or V2 for one request, from the headers TorchServe passes and the body.
-
-    `url_path` => `/predictions` (JSON API); no `explain` => not a KServe route
-    (JSON API). On a KServe route: `explain: True`, the binary extension's
-    header or a JSON object whose first key is a v2 key => V2; else the JSON
-    API, whose `{"instances": ...}` is KServe v1's shape.
-    """
-    if "url_path" in headers or "explain" not in headers:
-        return JSON
-    if headers["explain"] != "False" or HEADER_LENGTH in headers:
-        return V2
-    if isinstance(body, dict):
-        return V2 if any(k in body for k in _V2_KEYS) else JSON
-    if isinstance(body, str):
-        body = body[:64].encode("utf-8", "replace")
-    if not isinstance(body, bytes | bytearray):
-        return JSON
-    head = bytes(body[:64]).lstrip()
-    if not head.startswith(b"{"):
-        return JSON
-    return V2 if head[1:].lstrip().startswith(_V2_STARTS) else JSON
 
 
 @dataclass(frozen=True)
@@ -182,7 +150,10 @@ def _validate(validate, data) -> InferRequest:
     try:
         return validate(data, strict=True)
     except ValidationError as err:
-        raise validation_error(err) from None
+        e = validation_error(err)
+        if e.code == "bad_json":  # say which bytes were read as JSON
+            e = RequestError(e.code, e.field, f"the JSON part ({len(data)} bytes): {e.message}")
+        raise e from None
 
 
 def _read_input(

@@ -9,7 +9,8 @@ import pytest
 
 from handlers.limits import LIMITS, Limits
 from handlers.readers import RawRequest
-from handlers.v2_read import DATATYPES, JSON, V2, read_call, wire_protocol
+from handlers.v2_read import DATATYPES, read_call
+from handlers.wire import JSON, V2, wire_protocol
 from tests.handlers.tiny import binary_input, rejects, v2_request
 
 KSERVE = {"explain": "False"}  # what TorchServe adds on /v1/models/x:predict and /v2/.../infer
@@ -130,7 +131,8 @@ def head_len(header: dict) -> str:
          "Inference-Header-Content-Length", "not a byte count"),
         ({"inputs": [IMAGE]}, U8.tobytes(), {LEN: "12x"}, "invalid_field",
          "Inference-Header-Content-Length", "not a byte count"),
-        ({"inputs": [IMAGE]}, U8.tobytes(), {LEN: "10"}, "bad_json", "body", "JSON"),
+        ({"inputs": [IMAGE]}, U8.tobytes(), {LEN: "10"}, "bad_json", "body",
+         "the JSON part (10 bytes): Invalid JSON"),
         ({"inputs": [IMAGE]}, U8.tobytes()[:700], {}, "invalid_field", "input 'image'",
          "runs past the binary part (700 bytes left of 700)"),
         ({"inputs": [IMAGE]}, U8.tobytes() + b"\x00\x00", {}, "invalid_field", "body",
