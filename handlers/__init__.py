@@ -11,8 +11,12 @@ respond:
 - `engine`: builds an engine from a model directory (`Engine.from_dir`) and
   takes a batch through the three stages, each request isolated.
 - `operations`: encode, decode and sample (parse one request, run the model,
-  respond with that request's slice); the manifest (`ModelInfo`) and loading.
-- `readers` / `writers` / `images`: request reading, response writing, PNG/JPEG.
+  respond with that request's slice), on either wire.
+- `model`: the manifest (`ModelInfo`) and loading the TorchScript file.
+- `readers` / `writers` / `images`: request reading, response writing, PNG/JPEG
+  (the project's JSON API).
+- `v2_read` / `v2_write` / `v2_schemas`: the Open Inference Protocol (KServe
+  v2) with binary tensors: the wire choice, tensors in, outputs out.
 - `schemas`, `limits`, `errors`: the API's request models, limits and 400s.
 - `device`, `options`, `metrics`: placement and tuning, the custom metrics.
 """
