@@ -18,8 +18,10 @@ import pytest
 from handlers.limits import LIMITS
 from tests.support.v2 import (
     HEADER_LENGTH,
+    binary_body,
     binary_input,
     infer_url,
+    json_body,
     json_input,
     post_v2,
     read_v2,
@@ -28,15 +30,6 @@ from tests.support.v2 import (
 
 IMAGES = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)  # two valid images
 PIXELS = (IMAGES / np.float32(255)).astype(np.float32)
-
-
-def binary(name: str, array: np.ndarray, **desc) -> tuple[bytes, dict]:
-    """One binary input, its description changed by `desc` (the bytes are the array's)."""
-    return v2_body({"inputs": [binary_input(name, array) | desc]}, array.tobytes())
-
-
-def jsonbody(*inputs: dict, **top) -> tuple[bytes, dict]:
-    return v2_body({"inputs": list(inputs), **top})
 
 
 def with_nan(array: np.ndarray) -> np.ndarray:
@@ -115,19 +108,19 @@ CASES = [
     case(
         "size-negative",
         "encode",
-        lambda d: binary("image", IMAGES, parameters={"binary_data_size": -1568}),
+        lambda d: binary_body("image", IMAGES, parameters={"binary_data_size": -1568}),
         "image",
     ),
     case(
         "size-huge",
         "encode",
-        lambda d: binary("image", IMAGES, parameters={"binary_data_size": 2**62}),
+        lambda d: binary_body("image", IMAGES, parameters={"binary_data_size": 2**62}),
         "image",
     ),
     case(
         "size-not-an-integer",
         "encode",
-        lambda d: binary("image", IMAGES, parameters={"binary_data_size": "1568"}),
+        lambda d: binary_body("image", IMAGES, parameters={"binary_data_size": "1568"}),
         "image",
     ),
     case(
@@ -139,68 +132,71 @@ CASES = [
     case(
         "data-and-binary-both",
         "encode",
-        lambda d: binary("image", IMAGES, data=IMAGES.ravel().tolist()),
+        lambda d: binary_body("image", IMAGES, data=IMAGES.ravel().tolist()),
         "image",
     ),
     # shapes and datatypes
     case(
-        "shape-negative", "encode", lambda d: binary("image", IMAGES, shape=[-2, 28, 28]), "image"
+        "shape-negative",
+        "encode",
+        lambda d: binary_body("image", IMAGES, shape=[-2, 28, 28]),
+        "image",
     ),
     case(
         "shape-huge",
         "encode",
-        lambda d: binary("image", IMAGES, shape=[2**40, 28, 28]),
+        lambda d: binary_body("image", IMAGES, shape=[2**40, 28, 28]),
         "image",
     ),
     case(
         "datatype-int8",
         "encode",
-        lambda d: binary("image", IMAGES.view(np.int8), datatype="INT8"),
+        lambda d: binary_body("image", IMAGES.view(np.int8), datatype="INT8"),
         "image",
         "INT8",
     ),
     case(
         "datatype-bytes",
         "encode",
-        lambda d: jsonbody({"name": "image", "shape": [1], "datatype": "BYTES", "data": ["x"]}),
+        lambda d: json_body({"name": "image", "shape": [1], "datatype": "BYTES", "data": ["x"]}),
         "image",
         "BYTES",
     ),
     case(
         "datatype-unknown",
         "encode",
-        lambda d: binary("image", IMAGES, datatype="FP8"),
+        lambda d: binary_body("image", IMAGES, datatype="FP8"),
         "image",
     ),
-    case("shape-27x28", "encode", lambda d: binary("image", IMAGES[:, :27]), "image"),
-    case("rank-2-encode", "encode", lambda d: binary("image", IMAGES[0]), "image"),
+    case("shape-27x28", "encode", lambda d: binary_body("image", IMAGES[:, :27]), "image"),
+    case("rank-2-encode", "encode", lambda d: binary_body("image", IMAGES[0]), "image"),
     case(
         "two-channels",
         "encode",
-        lambda d: binary("image", np.stack([IMAGES, IMAGES], axis=1)),
+        lambda d: binary_body("image", np.stack([IMAGES, IMAGES], axis=1)),
         "image",
     ),
     case(
         "data-count-not-shape",
         "encode",
-        lambda d: jsonbody(json_input("image", IMAGES) | {"data": IMAGES[0].ravel().tolist()}),
+        lambda d: json_body(json_input("image", IMAGES) | {"data": IMAGES[0].ravel().tolist()}),
         "image",
     ),
     case(
         "decode-wrong-latent-dim",
         "decode",
-        lambda d: binary("z", latents(d + 1)),
+        lambda d: binary_body("z", latents(d + 1)),
         "z",
         "{dim}",
     ),
-    case("decode-uint8-z", "decode", lambda d: binary("z", np.zeros((2, d), np.uint8)), "z"),
+    case("decode-uint8-z", "decode", lambda d: binary_body("z", np.zeros((2, d), np.uint8)), "z"),
     # names
-    case("unknown-input", "encode", lambda d: binary("pixels", IMAGES), "pixels"),
-    case("no-inputs-for-encode", "encode", lambda d: jsonbody(), "image"),
+    case("unknown-input", "encode", lambda d: binary_body("pixels", IMAGES), "pixels"),
+    case("no-inputs-for-encode", "encode", lambda d: json_body(), "image"),
     case(
         "input-given-to-sample",
         "sample",
-        lambda d: binary("z", latents(d)),
+        lambda d: binary_body("z", latents(d)),
         "z",
     ),
     case(
@@ -220,61 +216,65 @@ CASES = [
     case(
         "too-many-items",
         "encode",
-        lambda d: binary("image", np.zeros((LIMITS.max_items + 1, 28, 28), np.uint8)),
+        lambda d: binary_body("image", np.zeros((LIMITS.max_items + 1, 28, 28), np.uint8)),
         "image",
         str(LIMITS.max_items),
     ),
     case(
         "uint8-300-in-json",
         "encode",
-        lambda d: jsonbody(
+        lambda d: json_body(
             json_input("image", IMAGES) | {"data": [300] + IMAGES.ravel().tolist()[1:]}
         ),
         "image",
     ),
-    case("fp32-pixel-1.5", "encode", lambda d: binary("image", PIXELS * 1.5), "image"),
-    case("fp32-nan-binary-image", "encode", lambda d: binary("image", with_nan(PIXELS)), "image"),
-    case("fp32-nan-binary-z", "decode", lambda d: binary("z", with_nan(latents(d))), "z"),
+    case("fp32-pixel-1.5", "encode", lambda d: binary_body("image", PIXELS * 1.5), "image"),
+    case(
+        "fp32-nan-binary-image", "encode", lambda d: binary_body("image", with_nan(PIXELS)), "image"
+    ),
+    case("fp32-nan-binary-z", "decode", lambda d: binary_body("z", with_nan(latents(d))), "z"),
     case(
         "fp32-nan-json-z",
         "decode",
-        lambda d: jsonbody(json_input("z", with_nan(latents(d)))),
+        lambda d: json_body(json_input("z", with_nan(latents(d)))),
         "z",
     ),
     case(
         "fp32-infinite-binary-z",
         "decode",
-        lambda d: binary("z", latents(d, value=np.inf)),
+        lambda d: binary_body("z", latents(d, value=np.inf)),
         "z",
     ),
     case(
         "z-over-1000",
         "decode",
-        lambda d: binary("z", latents(d, value=2 * LIMITS.max_abs_latent, dtype=np.float64)),
+        lambda d: binary_body("z", latents(d, value=2 * LIMITS.max_abs_latent, dtype=np.float64)),
         "z",
     ),
     case(
         "body-over-the-limit",
         "encode",
-        lambda d: binary("image", np.zeros((LIMITS.max_body_bytes // 784 + 1, 28, 28), np.uint8)),
+        lambda d: binary_body(
+            "image", np.zeros((LIMITS.max_body_bytes // 784 + 1, 28, 28), np.uint8)
+        ),
         "body",
     ),
     # request parameters
-    case("sample-n-0", "sample", lambda d: jsonbody(parameters={"n": 0}), "n"),
-    case("sample-n-over", "sample", lambda d: jsonbody(parameters={"n": LIMITS.max_n + 1}), "n"),
-    case("sample-n-float", "sample", lambda d: jsonbody(parameters={"n": 2.5}), "n"),
-    case("sample-seed-negative", "sample", lambda d: jsonbody(parameters={"seed": -1}), "seed"),
-    case("sample-seed-2**64", "sample", lambda d: jsonbody(parameters={"seed": 2**64}), "seed"),
+    case("sample-n-0", "sample", lambda d: json_body(parameters={"n": 0}), "n"),
+    case("sample-n-over", "sample", lambda d: json_body(parameters={"n": LIMITS.max_n + 1}), "n"),
+    case("sample-n-float", "sample", lambda d: json_body(parameters={"n": 2.5}), "n"),
+    case("sample-seed-negative", "sample", lambda d: json_body(parameters={"seed": -1}), "seed"),
+    case("sample-seed-2**64", "sample", lambda d: json_body(parameters={"seed": 2**64}), "seed"),
     case(
         "sample-temperature-over",
         "sample",
-        lambda d: jsonbody(parameters={"temperature": LIMITS.max_temperature + 1}),
+        lambda d: json_body(parameters={"temperature": LIMITS.max_temperature + 1}),
         "temperature",
     ),
     case(
         "sample-image-datatype-int8",
         "sample",
-        lambda d: jsonbody(parameters={"image_datatype": "INT8"}),
+        lambda d: json_body(parameters={"image_datatype": "INT8"}),
         "image_datatype",
     ),
     case(
@@ -331,7 +331,7 @@ def test_explain_is_not_supported(torchserve, vae):
 def test_a_rejected_request_is_counted(torchserve, vae):
     endpoint = f"{vae.name}-encode"
     before = torchserve.metric("latentserve_rejected_total", ModelName=endpoint)
-    error_of(post_v2(torchserve, endpoint, *binary("image", IMAGES[:, :27])))
+    error_of(post_v2(torchserve, endpoint, *binary_body("image", IMAGES[:, :27])))
     after = torchserve.wait_metric("latentserve_rejected_total", before + 1, ModelName=endpoint)
     assert after == before + 1
 
@@ -340,6 +340,6 @@ def test_workers_unchanged_and_serving_after_all_bad_requests(torchserve, pids_b
     assert torchserve.worker_pids() == pids_before
     for name, workers in torchserve.process.model_status().items():
         assert workers and set(workers) == {"READY"}, (name, workers)
-    meta, out = read_v2(post_v2(torchserve, f"{vae.name}-encode", *binary("image", IMAGES)))
+    meta, out = read_v2(post_v2(torchserve, f"{vae.name}-encode", *binary_body("image", IMAGES)))
     assert meta["model_name"] == f"{vae.name}-encode"
     assert out["z_mean"].shape == (2, vae.latent_dim)

@@ -63,6 +63,16 @@ def v2_body(
     return text + b"".join(parts), headers
 
 
+def binary_body(name: str, array: np.ndarray, **desc) -> tuple[bytes, dict[str, str]]:
+    """One binary input, its description changed by `desc` (the bytes are the array's)."""
+    return v2_body({"inputs": [binary_input(name, array) | desc]}, array.tobytes())
+
+
+def json_body(*inputs: dict, **top) -> tuple[bytes, dict[str, str]]:
+    """JSON inputs and top-level fields (parameters, outputs), no binary part."""
+    return v2_body({"inputs": list(inputs), **top})
+
+
 def infer_url(server, endpoint: str) -> str:
     return f"{server.url}/v2/models/{endpoint}/infer"
 
