@@ -291,3 +291,16 @@ def test_round_trip_through_the_protocol(torchserve, client, vae):
     want = json_images(torchserve, f"{vae.name}-decode", body, "UINT8")
     # the latents may differ in the last bits (batching, see above): a pixel may round apart
     assert np.abs(recon.astype(np.int16) - want).max() <= 1
+
+
+def test_a_json_api_body_on_the_v2_route_is_answered_by_the_json_api(torchserve, vae):
+    """KServe's route, but no "inputs" and no header length: the project's JSON API
+    (its {"instances": ...} is KServe v1's shape)."""
+    images = test_images()[300 : 300 + N]
+    body = {"instances": [{"image_b64": png_b64(im)} for im in images]}
+    url = f"{torchserve.url}/v2/models/{vae.name}-encode/infer"
+    resp = torchserve.http.post(url, json=body, timeout=120)
+    assert resp.status_code == 200, resp.text[:300]
+    got = np.array([p["z_mean"] for p in resp.json()["predictions"]], dtype=np.float32)
+    want = json_encode(torchserve, vae.name, images)["z_mean"]
+    np.testing.assert_allclose(got, want, rtol=0, atol=LATENT_ATOL)

@@ -93,7 +93,7 @@ CASES = [
         "trailing-bytes",
         "encode",
         lambda d: v2_body(GOOD_HEADER, IMAGES.tobytes() + b"\x00" * 7),
-        "7",
+        "binary_data_size",
     ),
     case(
         "size-not-shape-times-itemsize",
@@ -109,7 +109,7 @@ CASES = [
         "size-negative",
         "encode",
         lambda d: binary_body("image", IMAGES, parameters={"binary_data_size": -1568}),
-        "image",
+        "binary_data_size",
     ),
     case(
         "size-huge",
@@ -121,7 +121,7 @@ CASES = [
         "size-not-an-integer",
         "encode",
         lambda d: binary_body("image", IMAGES, parameters={"binary_data_size": "1568"}),
-        "image",
+        "binary_data_size",
     ),
     case(
         "binary-size-without-binary-part",
