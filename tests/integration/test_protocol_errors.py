@@ -44,57 +44,56 @@ def latents(dim: int, n: int = 2, value: float = 0.25, dtype=np.float32) -> np.n
 
 def case(name: str, op: str, build, *names: str, kind: str = "vae"):
     """`build(latent_dim) -> (body, headers)` sent to <model of kind>-<op>; the error
-    message must mention every one of `names` (case-insensitive)."""
+    message must name every one of `names` (a whole word, any case)."""
     return pytest.param(op, kind, build, names, id=name)
 
 
-GOOD_HEADER = {"inputs": [binary_input("image", IMAGES)]}
-GOOD_JSON = json.dumps(GOOD_HEADER).encode()
+def image_case(case_id: str, array: np.ndarray, *names: str, kind: str = "vae", **desc):
+    """encode with one binary input "image": `array`'s bytes, its description changed by desc."""
+    return case(case_id, "encode", lambda d: binary_body("image", array, **desc), *names, kind=kind)
+
+
+def z_case(name: str, z, *names: str):
+    """decode with one binary input "z": `z(latent_dim)`."""
+    return case(name, "decode", lambda d: binary_body("z", z(d)), *names)
+
+
+def framed(*, length=None, tail: bytes = b"", header: dict | None = None):
+    """The good encode request with its header length, binary part or JSON changed."""
+    return lambda d: v2_body(header or GOOD, IMAGES.tobytes() + tail, header_length=length)
+
+
+GOOD = {"inputs": [binary_input("image", IMAGES)]}
+GOOD_JSON = json.dumps(GOOD).encode()
+L = HEADER_LENGTH
+SIZE = "binary_data_size"
+DATA = {"data": IMAGES.ravel().tolist()}
+SAMPLE_PARAMETERS = [
+    ("n", 0),
+    ("n", LIMITS.max_n + 1),
+    ("n", 2.5),
+    ("seed", -1),
+    ("seed", 2**64),
+    ("temperature", LIMITS.max_temperature + 1),
+    ("image_datatype", "INT8"),
+]
 
 CASES = [
     # the binary extension's framing
-    case(
-        "header-length-past-body",
-        "encode",
-        lambda d: v2_body(GOOD_HEADER, IMAGES.tobytes(), header_length=10**6),
-        HEADER_LENGTH,
-    ),
-    case(
-        "header-length-negative",
-        "encode",
-        lambda d: v2_body(GOOD_HEADER, IMAGES.tobytes(), header_length=-4),
-        HEADER_LENGTH,
-    ),
-    case(
-        "header-length-not-a-number",
-        "encode",
-        lambda d: (GOOD_JSON + IMAGES.tobytes(), {HEADER_LENGTH: "twelve"}),
-        HEADER_LENGTH,
-    ),
+    case("header-length-past-body", "encode", framed(length=10**6), L),
+    case("header-length-negative", "encode", framed(length=-4), L),
+    case("header-length-not-a-number", "encode", lambda d: (GOOD_JSON, {L: "twelve"}), L),
     case(
         "header-not-json",
         "encode",
-        lambda d: (b"\x00\xffnot json" + IMAGES.tobytes(), {HEADER_LENGTH: "10"}),
+        lambda d: (b"\x00\xffnot json" + b"\x00" * 8, {L: "10"}),
         "JSON",
     ),
+    case("header-cuts-the-json", "encode", framed(length=len(GOOD_JSON) - 5), "JSON"),
     case(
-        "header-length-cuts-the-json",
-        "encode",
-        lambda d: (GOOD_JSON + IMAGES.tobytes(), {HEADER_LENGTH: str(len(GOOD_JSON) - 5)}),
-        "JSON",
+        "short-binary-buffer", "encode", lambda d: v2_body(GOOD, IMAGES.tobytes()[:-100]), "image"
     ),
-    case(
-        "short-binary-buffer",
-        "encode",
-        lambda d: v2_body(GOOD_HEADER, IMAGES.tobytes()[:-100]),
-        "image",
-    ),
-    case(
-        "trailing-bytes",
-        "encode",
-        lambda d: v2_body(GOOD_HEADER, IMAGES.tobytes() + b"\x00" * 7),
-        "binary_data_size",
-    ),
+    case("trailing-bytes", "encode", framed(tail=b"\x00" * 7), SIZE),
     case(
         "size-not-shape-times-itemsize",
         "encode",
@@ -103,58 +102,17 @@ CASES = [
             IMAGES.tobytes()[:-28],
         ),
         "image",
-        "binary_data_size",
+        SIZE,
     ),
-    case(
-        "size-negative",
-        "encode",
-        lambda d: binary_body("image", IMAGES, parameters={"binary_data_size": -1568}),
-        "binary_data_size",
-    ),
-    case(
-        "size-huge",
-        "encode",
-        lambda d: binary_body("image", IMAGES, parameters={"binary_data_size": 2**62}),
-        "image",
-    ),
-    case(
-        "size-not-an-integer",
-        "encode",
-        lambda d: binary_body("image", IMAGES, parameters={"binary_data_size": "1568"}),
-        "binary_data_size",
-    ),
-    case(
-        "binary-size-without-binary-part",
-        "encode",
-        lambda d: v2_body(GOOD_HEADER),  # JSON body, no header length, nothing after it
-        "image",
-    ),
-    case(
-        "data-and-binary-both",
-        "encode",
-        lambda d: binary_body("image", IMAGES, data=IMAGES.ravel().tolist()),
-        "image",
-    ),
+    image_case("size-negative", IMAGES, SIZE, parameters={SIZE: -1568}),
+    image_case("size-huge", IMAGES, "image", parameters={SIZE: 2**62}),
+    image_case("size-not-an-integer", IMAGES, SIZE, parameters={SIZE: "1568"}),
+    case("binary-size-without-binary-part", "encode", lambda d: v2_body(GOOD), "image"),
+    image_case("data-and-binary-both", IMAGES, "image", **DATA),
     # shapes and datatypes
-    case(
-        "shape-negative",
-        "encode",
-        lambda d: binary_body("image", IMAGES, shape=[-2, 28, 28]),
-        "image",
-    ),
-    case(
-        "shape-huge",
-        "encode",
-        lambda d: binary_body("image", IMAGES, shape=[2**40, 28, 28]),
-        "image",
-    ),
-    case(
-        "datatype-int8",
-        "encode",
-        lambda d: binary_body("image", IMAGES.view(np.int8), datatype="INT8"),
-        "image",
-        "INT8",
-    ),
+    image_case("shape-negative", IMAGES, "image", shape=[-2, 28, 28]),
+    image_case("shape-huge", IMAGES, "image", shape=[2**40, 28, 28]),
+    image_case("datatype-int8", IMAGES.view(np.int8), "image", "INT8", datatype="INT8"),
     case(
         "datatype-bytes",
         "encode",
@@ -162,134 +120,76 @@ CASES = [
         "image",
         "BYTES",
     ),
-    case(
-        "datatype-unknown",
-        "encode",
-        lambda d: binary_body("image", IMAGES, datatype="FP8"),
-        "image",
-    ),
-    case("shape-27x28", "encode", lambda d: binary_body("image", IMAGES[:, :27]), "image"),
-    case("rank-2-encode", "encode", lambda d: binary_body("image", IMAGES[0]), "image"),
-    case(
-        "two-channels",
-        "encode",
-        lambda d: binary_body("image", np.stack([IMAGES, IMAGES], axis=1)),
-        "image",
-    ),
+    image_case("datatype-unknown", IMAGES, "image", datatype="FP8"),
+    image_case("shape-27x28", IMAGES[:, :27], "image"),
+    image_case("rank-2-encode", IMAGES[0], "image"),
+    image_case("two-channels", np.stack([IMAGES, IMAGES], axis=1), "image"),
     case(
         "data-count-not-shape",
         "encode",
-        lambda d: json_body(json_input("image", IMAGES) | {"data": IMAGES[0].ravel().tolist()}),
+        lambda d: json_body(json_input("image", IMAGES) | {"data": DATA["data"][:784]}),
         "image",
     ),
-    case(
-        "decode-wrong-latent-dim",
-        "decode",
-        lambda d: binary_body("z", latents(d + 1)),
-        "z",
-        "{dim}",
-    ),
-    case("decode-uint8-z", "decode", lambda d: binary_body("z", np.zeros((2, d), np.uint8)), "z"),
+    z_case("decode-wrong-latent-dim", lambda d: latents(d + 1), "z", "{dim}"),
+    z_case("decode-uint8-z", lambda d: np.zeros((2, d), np.uint8), "z"),
     # names
-    case("unknown-input", "encode", lambda d: binary_body("pixels", IMAGES), "pixels"),
+    image_case("unknown-input", IMAGES, "pixels", name="pixels"),
     case("no-inputs-for-encode", "encode", lambda d: json_body(), "image"),
+    case("input-given-to-sample", "sample", lambda d: binary_body("z", latents(d)), "z"),
     case(
-        "input-given-to-sample",
-        "sample",
-        lambda d: binary_body("z", latents(d)),
-        "z",
-    ),
-    case(
-        "unknown-output",
-        "encode",
-        lambda d: v2_body(GOOD_HEADER | {"outputs": [{"name": "z_foo"}]}, IMAGES.tobytes()),
-        "z_foo",
+        "unknown-output", "encode", framed(header=GOOD | {"outputs": [{"name": "z_foo"}]}), "z_foo"
     ),
     case(
         "ae-has-no-z-log-var",
         "encode",
-        lambda d: v2_body(GOOD_HEADER | {"outputs": [{"name": "z_log_var"}]}, IMAGES.tobytes()),
+        framed(header=GOOD | {"outputs": [{"name": "z_log_var"}]}),
         "z_log_var",
         kind="ae",
     ),
     # values and limits
-    case(
+    image_case(
         "too-many-items",
-        "encode",
-        lambda d: binary_body("image", np.zeros((LIMITS.max_items + 1, 28, 28), np.uint8)),
+        np.zeros((LIMITS.max_items + 1, 28, 28), np.uint8),
         "image",
         str(LIMITS.max_items),
     ),
     case(
         "uint8-300-in-json",
         "encode",
-        lambda d: json_body(
-            json_input("image", IMAGES) | {"data": [300] + IMAGES.ravel().tolist()[1:]}
-        ),
+        lambda d: json_body(json_input("image", IMAGES) | {"data": [300] + DATA["data"][1:]}),
         "image",
     ),
-    case("fp32-pixel-1.5", "encode", lambda d: binary_body("image", PIXELS * 1.5), "image"),
+    image_case("fp32-pixel-1.5", PIXELS * 1.5, "image"),
+    image_case("fp32-nan-image", with_nan(PIXELS), "image"),
+    z_case("fp32-nan-binary-z", lambda d: with_nan(latents(d)), "z"),
     case(
-        "fp32-nan-binary-image", "encode", lambda d: binary_body("image", with_nan(PIXELS)), "image"
+        "fp32-nan-json-z", "decode", lambda d: json_body(json_input("z", with_nan(latents(d)))), "z"
     ),
-    case("fp32-nan-binary-z", "decode", lambda d: binary_body("z", with_nan(latents(d))), "z"),
-    case(
-        "fp32-nan-json-z",
-        "decode",
-        lambda d: json_body(json_input("z", with_nan(latents(d)))),
-        "z",
+    z_case("fp32-infinite-binary-z", lambda d: latents(d, value=np.inf), "z"),
+    z_case(
+        "z-over-1000", lambda d: latents(d, value=2 * LIMITS.max_abs_latent, dtype=np.float64), "z"
     ),
-    case(
-        "fp32-infinite-binary-z",
-        "decode",
-        lambda d: binary_body("z", latents(d, value=np.inf)),
-        "z",
-    ),
-    case(
-        "z-over-1000",
-        "decode",
-        lambda d: binary_body("z", latents(d, value=2 * LIMITS.max_abs_latent, dtype=np.float64)),
-        "z",
-    ),
-    case(
+    image_case(
         "body-over-the-limit",
-        "encode",
-        lambda d: binary_body(
-            "image", np.zeros((LIMITS.max_body_bytes // 784 + 1, 28, 28), np.uint8)
-        ),
+        np.zeros((LIMITS.max_body_bytes // 784 + 1, 28, 28), np.uint8),
         "body",
     ),
     # request parameters
-    case("sample-n-0", "sample", lambda d: json_body(parameters={"n": 0}), "n"),
-    case("sample-n-over", "sample", lambda d: json_body(parameters={"n": LIMITS.max_n + 1}), "n"),
-    case("sample-n-float", "sample", lambda d: json_body(parameters={"n": 2.5}), "n"),
-    case("sample-seed-negative", "sample", lambda d: json_body(parameters={"seed": -1}), "seed"),
-    case("sample-seed-2**64", "sample", lambda d: json_body(parameters={"seed": 2**64}), "seed"),
-    case(
-        "sample-temperature-over",
-        "sample",
-        lambda d: json_body(parameters={"temperature": LIMITS.max_temperature + 1}),
-        "temperature",
-    ),
-    case(
-        "sample-image-datatype-int8",
-        "sample",
-        lambda d: json_body(parameters={"image_datatype": "INT8"}),
-        "image_datatype",
-    ),
+    *[
+        case(f"sample-{k}-{v}", "sample", lambda d, k=k, v=v: json_body(parameters={k: v}), k)
+        for k, v in SAMPLE_PARAMETERS
+    ],
     case(
         "encode-sample-on-an-ae",
         "encode",
-        lambda d: v2_body(GOOD_HEADER | {"parameters": {"sample": True}}, IMAGES.tobytes()),
+        framed(header=GOOD | {"parameters": {"sample": True}}),
         "sample",
         kind="ae",
     ),
     case(
         "encode-seed-a-string",
         "encode",
-        lambda d: v2_body(
-            GOOD_HEADER | {"parameters": {"sample": True, "seed": "7"}}, IMAGES.tobytes()
-        ),
+        framed(header=GOOD | {"parameters": {"sample": True, "seed": "7"}}),
         "seed",
     ),
 ]
@@ -323,7 +223,7 @@ def test_malformed_request_gets_a_400_naming_it(torchserve, pids_before, op, kin
 
 def test_explain_is_not_supported(torchserve, vae):
     url = infer_url(torchserve, f"{vae.name}-encode").removesuffix("/infer") + "/explain"
-    body, headers = v2_body(GOOD_HEADER, IMAGES.tobytes())
+    body, headers = v2_body(GOOD, IMAGES.tobytes())
     resp = torchserve.http.post(url, data=body, headers=headers, timeout=60)
     assert error_of(resp) == "explain is not supported"
 

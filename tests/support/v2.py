@@ -63,7 +63,7 @@ def v2_body(
     return text + b"".join(parts), headers
 
 
-def binary_body(name: str, array: np.ndarray, **desc) -> tuple[bytes, dict[str, str]]:
+def binary_body(name: str, array: np.ndarray, /, **desc) -> tuple[bytes, dict[str, str]]:
     """One binary input, its description changed by `desc` (the bytes are the array's)."""
     return v2_body({"inputs": [binary_input(name, array) | desc]}, array.tobytes())
 
