@@ -37,7 +37,7 @@ PIXEL_ATOL = 1e-6
 
 
 @functools.cache
-def test_images() -> np.ndarray:
+def fashion_images() -> np.ndarray:
     """Fashion-MNIST test images, uint8 (10000, 28, 28)."""
     return read_idx(FASHION_TEST_IMAGES)
 
@@ -117,7 +117,7 @@ _latents: dict[str, np.ndarray] = {}
 def latents(torchserve, model: str) -> np.ndarray:
     """Real latents: the JSON API's z_mean of N test images (float32, exact)."""
     if model not in _latents:
-        _latents[model] = json_encode(torchserve, model, test_images()[100 : 100 + N])["z_mean"]
+        _latents[model] = json_encode(torchserve, model, fashion_images()[100 : 100 + N])["z_mean"]
     return _latents[model]
 
 
@@ -130,7 +130,7 @@ LAYOUTS = [("UINT8", 3), ("UINT8", 4), ("FP32", 3), ("FP32", 4), ("FP64", 3)]
 @pytest.mark.parametrize(("datatype", "rank"), LAYOUTS, ids=[f"{d}-rank{r}" for d, r in LAYOUTS])
 def test_encode_equals_the_json_api(torchserve, client, kind, binary, datatype, rank):
     m = torchserve.model(kind)
-    images = test_images()[:N]
+    images = fashion_images()[:N]
     x = images if datatype == "UINT8" else images / np.float64(255.0)
     x = x.astype({"UINT8": np.uint8, "FP32": np.float32, "FP64": np.float64}[datatype])
     if rank == 4:
@@ -152,7 +152,7 @@ def test_encode_equals_the_json_api(torchserve, client, kind, binary, datatype, 
 def test_no_outputs_named_gives_all_of_them_binary(torchserve, client, kind):
     """tritonclient without `outputs` sends parameters.binary_data_output = true."""
     m = torchserve.model(kind)
-    images = test_images()[:N]
+    images = fashion_images()[:N]
     result = client.infer(f"{m.name}-encode", [tensor("image", images, "UINT8", True)])
     check_outputs(result, outputs_of(kind), [N, m.latent_dim], "FP32", binary=True)
     want = json_encode(torchserve, m.name, images)
@@ -160,7 +160,7 @@ def test_no_outputs_named_gives_all_of_them_binary(torchserve, client, kind):
 
 
 def test_only_the_named_outputs_each_binary_or_not(torchserve, client, vae):
-    images = test_images()[:N]
+    images = fashion_images()[:N]
     x = tensor("image", images, "UINT8", True)
     only = client.infer(f"{vae.name}-encode", [x], outputs=requested(["z_log_var"], True))
     check_outputs(only, ["z_log_var"], [N, vae.latent_dim], "FP32", binary=True)
@@ -180,7 +180,7 @@ def test_only_the_named_outputs_each_binary_or_not(torchserve, client, vae):
 
 
 def test_encode_max_items_binary(torchserve, client, vae):
-    images = test_images()[1000 : 1000 + LIMITS.max_items]
+    images = fashion_images()[1000 : 1000 + LIMITS.max_items]
     result = client.infer(
         f"{vae.name}-encode",
         [tensor("image", images[:, None], "UINT8", True)],
@@ -192,7 +192,7 @@ def test_encode_max_items_binary(torchserve, client, vae):
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_encode_sample_with_a_seed_equals_the_json_api(torchserve, client, vae, binary):
-    images = test_images()[:N]
+    images = fashion_images()[:N]
     result = client.infer(
         f"{vae.name}-encode",
         [tensor("image", images, "UINT8", binary)],
@@ -280,7 +280,7 @@ def test_sample_defaults_and_replay(torchserve, client, vae):
 
 def test_round_trip_through_the_protocol(torchserve, client, vae):
     """encode -> decode entirely in binary tensors equals the same via the JSON API."""
-    images = test_images()[200 : 200 + N]
+    images = fashion_images()[200 : 200 + N]
     z = client.infer(f"{vae.name}-encode", [tensor("image", images, "UINT8", True)]).as_numpy(
         "z_mean"
     )
@@ -296,7 +296,7 @@ def test_round_trip_through_the_protocol(torchserve, client, vae):
 def test_a_json_api_body_on_the_v2_route_is_answered_by_the_json_api(torchserve, vae):
     """KServe's route, but no "inputs" and no header length: the project's JSON API
     (its {"instances": ...} is KServe v1's shape)."""
-    images = test_images()[300 : 300 + N]
+    images = fashion_images()[300 : 300 + N]
     body = {"instances": [{"image_b64": png_b64(im)} for im in images]}
     url = f"{torchserve.url}/v2/models/{vae.name}-encode/infer"
     resp = torchserve.http.post(url, json=body, timeout=120)

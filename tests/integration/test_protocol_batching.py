@@ -26,16 +26,17 @@ import pytest
 import requests
 
 from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
-from loadtests.payloads import encode_body, slow_png_b64, test_images
+from loadtests import payloads
 from serving.archive import WorkerConfig
 from tests.support.v2 import binary_input, infer_url, json_input, v2_body
 
 SIZES = [1, 3, 2, 4]  # items of the good requests, in order
+JSON = {"Content-Type": "application/json"}
 
 
 def good_requests(server, endpoint: str) -> list[tuple[str, bytes, dict]]:
     """(url, body, headers): binary v2, JSON-tensor v2, the JSON API, binary v2 [N,1,28,28]."""
-    images = test_images()
+    images = payloads.test_images()
     parts = [images[i * 10 : i * 10 + k] for i, k in enumerate(SIZES)]
     v2 = infer_url(server, endpoint)
     fp32 = (parts[1] / np.float32(255)).astype(np.float32)
@@ -43,7 +44,7 @@ def good_requests(server, endpoint: str) -> list[tuple[str, bytes, dict]]:
     return [
         (v2, *v2_body({"inputs": [binary_input("image", parts[0])]}, parts[0].tobytes())),
         (v2, *v2_body({"inputs": [json_input("image", fp32)]})),
-        (f"{server.url}/predictions/{endpoint}", encode_body(parts[2]), {}),
+        (f"{server.url}/predictions/{endpoint}", payloads.encode_body(parts[2]), JSON),
         (
             v2,
             *v2_body(
@@ -59,7 +60,7 @@ def good_requests(server, endpoint: str) -> list[tuple[str, bytes, dict]]:
 
 def bad_request(server, endpoint: str) -> tuple[str, bytes, dict]:
     """Five valid images whose binary buffer is one row short."""
-    images = test_images()[100:105]
+    images = payloads.test_images()[100:105]
     body, headers = v2_body({"inputs": [binary_input("image", images)]}, images.tobytes()[:-28])
     return infer_url(server, endpoint), body, headers
 
@@ -82,7 +83,7 @@ def one_batch(block_url: str, block: bytes, reqs: list, workers: int) -> list:
             threading.Thread(
                 target=requests.post,
                 args=(block_url,),
-                kwargs={"data": block, "headers": {"Content-Type": "application/json"}},
+                kwargs={"data": block, "headers": JSON},
             )
         )
         blockers[-1].start()
@@ -106,7 +107,7 @@ def clean(replies) -> bool:
 def test_a_bad_v2_request_fails_alone_in_its_batch(torchserve, vae, position):
     endpoint = f"{vae.name}-encode"
     block_url = f"{torchserve.url}/predictions/{endpoint}"
-    block = json.dumps({"instances": [{"image_b64": slow_png_b64(i)} for i in range(10)]})
+    block = json.dumps({"instances": [{"image_b64": payloads.slow_png_b64(i)} for i in range(10)]})
     goods = good_requests(torchserve, endpoint)
     with_bad = goods[:position] + [bad_request(torchserve, endpoint)] + goods[position:]
     workers = len(torchserve.worker_pids()[endpoint])
