@@ -159,6 +159,13 @@ CASES = [
         lambda d: json_body(json_input("image", IMAGES) | {"data": [300] + DATA["data"][1:]}),
         "image",
     ),
+    case(
+        "uint8-3.5-in-json",
+        "encode",
+        lambda d: json_body(json_input("image", IMAGES) | {"data": [3.5] + DATA["data"][1:]}),
+        "image",
+    ),
+    image_case("zero-items", np.zeros((0, 28, 28), np.uint8), "image"),
     image_case("fp32-pixel-1.5", PIXELS * 1.5, "image"),
     image_case("fp32-nan-image", with_nan(PIXELS), "image"),
     z_case("fp32-nan-binary-z", lambda d: with_nan(latents(d)), "z"),
