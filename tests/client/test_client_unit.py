@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from client import LatentClient, LatentServeError
+from client import LatentClient, LatentServeError, RetryPolicy
 from tests.client.fake import Scripted
 from tests.client.v2server import write_response
 
@@ -245,3 +245,26 @@ def test_cli_takes_negative_latents():
 
     argv = _glue_z(["decode", "--z", "-1,0.5", "--z", "2,-3", "--out", "x.png"])
     assert build_parser().parse_args(argv).z == [[-1.0, 0.5], [2.0, -3.0]]
+
+
+def test_the_json_api_requests_are_the_same_bytes_as_before_the_protocol_choice():
+    client = Scripted(protocol="json")
+    bodies = []
+    client._post_once = lambda url, body, headers: (bodies.append((body, headers)), (503, {}, b""))[
+        1
+    ]
+    client.retry = RetryPolicy(retries=0)
+    for call in (
+        lambda: client.decode([[0.5, -1.0]]),
+        lambda: client.sample(3, seed=7),
+        lambda: client.encode(np.full((1, 1), 0.25), sample=True, seed=2),
+    ):
+        with pytest.raises(LatentServeError):
+            call()
+    assert bodies == [
+        (b'{"instances":[{"z":[0.5,-1.0]}],"format":"png"}', {}),
+        (b'{"n":3,"seed":7,"temperature":1.0,"format":"png"}', {}),
+        (b'{"instances":[{"pixels":[[0.25]]}],"sample":true,"seed":2}', {}),
+    ]
+    session = client._session()
+    assert session.headers["Content-Type"] == "application/json"
