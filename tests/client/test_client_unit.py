@@ -248,12 +248,14 @@ def test_cli_takes_negative_latents():
 
 
 def test_the_json_api_requests_are_the_same_bytes_as_before_the_protocol_choice():
-    client = Scripted(protocol="json")
+    client = Scripted(protocol="json", retry=RetryPolicy(retries=0))
     bodies = []
-    client._post_once = lambda url, body, headers: (bodies.append((body, headers)), (503, {}, b""))[
-        1
-    ]
-    client.retry = RetryPolicy(retries=0)
+
+    def refuse(url, body, headers):  # keep what was sent; answer 503, no retry
+        bodies.append((body, headers))
+        return 503, {}, b""
+
+    client._post_once = refuse
     for call in (
         lambda: client.decode([[0.5, -1.0]]),
         lambda: client.sample(3, seed=7),
