@@ -201,3 +201,38 @@ def test_decode_sends_float32_in_range_and_the_callers_float64_otherwise():
         assert got["z"].dtype == np.float64 and np.array_equal(got["z"], z, equal_nan=True)
     doc, _ = read_request(*v2.decode_request(z, True))
     assert doc["parameters"] == {"image_datatype": "FP32", "binary_data_output": True}
+
+
+def test_the_servers_own_codec_reads_the_clients_requests_and_writes_what_it_reads():
+    """client/v2.py against handlers/v2_read.py and v2_write.py, in-process: what the
+    client sends is what the server reads, and the server's answers read back exactly."""
+    from handlers.limits import LIMITS
+    from handlers.readers import RawRequest
+    from handlers.v2_read import read_call
+    from handlers.v2_write import write_response as server_write
+
+    image = RNG.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    for binary in (True, False):
+        body, headers = write_infer_request(
+            {"image": image}, {"sample": True, "seed": 7}, binary_inputs=binary
+        )
+        lower = {k.lower(): v for k, v in headers.items()}
+        raw = RawRequest(body, headers["Content-Type"], "v2", {**lower, "explain": "False"})
+        call = read_call(raw, LIMITS)
+        assert call.parameters == {"sample": True, "seed": 7} and call.binary_output is True
+        got = call.inputs["image"]
+        assert got.datatype == "UINT8" and np.array_equal(got.array, image)
+
+        z = RNG.standard_normal((4, 3)).astype(np.float32)
+        named = {"z_mean": z, "z_log_var": z / 2, "z": z * 3}
+        call = read_call(RawRequest(body, None, "v2", lower), LIMITS)
+        if not binary:  # the same request asking for JSON data outputs
+            call = type(call)(call.id, call.parameters, call.inputs, call.outputs, False)
+        text, ctype, extra = server_write("m-encode", "1.0", call, named, {"seed": 7})
+        out = text.encode() if isinstance(text, str) else text
+        expected = {name: Expected(("FP32",), (4, "D")) for name in named}
+        answer = read_infer_response(out, extra, expected, model_name="m-encode")
+        assert answer.parameters == {"seed": 7}
+        assert ctype == ("application/octet-stream" if binary else "application/json")
+        for name, arr in named.items():
+            np.testing.assert_array_equal(answer.outputs[name], arr)
