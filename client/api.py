@@ -1,6 +1,8 @@
 """`LatentClient`: encode, decode and sample against a latentserve TorchServe.
 
-Large inputs are split into requests of `batch_size` items (at most the
+It speaks the Open Inference Protocol with binary tensors by default
+(`protocol="v2"`), or latentserve's JSON API (`protocol="json"`); both live in
+client/protocols.py. Large inputs are split into requests of `batch_size` items (at most the
 server's `MAX_ITEMS` per request, client/limits.py), sent by `concurrency`
 threads, each with its own keep-alive `requests.Session`, and reassembled in
 input order. Connection errors, timeouts, 503/507 answers and TorchServe's 500
@@ -13,13 +15,12 @@ retry is safe.
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import requests
@@ -28,8 +29,11 @@ from PIL import Image
 from client import inputs
 from client.errors import InputError, LatentServeError
 from client.limits import MAX_ITEMS, MAX_N, MAX_SEED
-from client.results import Encoded, Progress, Stats, images, read_answer
+from client.protocols import PROTOCOLS, Images, Reply, Request
+from client.results import Encoded, Progress, Stats
 from client.retry import RetryPolicy, retry_status, run_ordered, split
+
+T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 # Measured on 2 CPU cores embedding the 10k test set (docs/client.md): larger requests
@@ -44,8 +48,9 @@ class LatentClient:
     Parameters: `base_url` of the inference API; `token` the inference key when
     TorchServe's token authorization is on; `timeout` seconds to connect and to
     read one answer; `batch_size` items per request (<= MAX_ITEMS); `concurrency`
-    requests in flight; `retry` the RetryPolicy. Use it as a context manager or
-    call `close()` to release the connections.
+    requests in flight; `retry` the RetryPolicy; `protocol` "v2" (the Open
+    Inference Protocol, binary tensors) or "json" (latentserve's JSON API). Use
+    it as a context manager or call `close()` to release the connections.
     """
 
     def __init__(
@@ -58,8 +63,12 @@ class LatentClient:
         batch_size: int = DEFAULT_BATCH_SIZE,
         concurrency: int = DEFAULT_CONCURRENCY,
         retry: RetryPolicy | None = None,
+        protocol: str = "v2",
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
+        self.protocol = PROTOCOLS[protocol]
         if not 1 <= batch_size <= MAX_ITEMS:
             raise ValueError(f"batch_size must be in [1, {MAX_ITEMS}], got {batch_size}")
         if concurrency < 1:
@@ -119,23 +128,23 @@ class LatentClient:
 
     # ---- one request, with retries --------------------------------------------
     def url(self, operation: str) -> str:
-        return f"{self.base_url}/predictions/{self.model}-{operation}"
+        return self.base_url + self.protocol.path(f"{self.model}-{operation}")
 
-    def _post_once(self, url: str, body: bytes) -> tuple[int, dict, bytes]:
+    def _post_once(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict, bytes]:
         """One HTTP attempt -> (status, headers, body); raises requests' connection errors."""
-        resp = self._session().post(url, data=body, timeout=self.timeout)
+        resp = self._session().post(url, data=body, headers=headers, timeout=self.timeout)
         return resp.status_code, resp.headers, resp.content
 
-    def post(self, operation: str, payload: dict, items: int) -> dict:
-        """POST `payload` to `<model>-<operation>`, retrying idempotent failures."""
+    def post(self, operation: str, request: Request, items: int) -> Reply:
+        """POST one request to `<model>-<operation>`, retrying idempotent failures."""
         url = self.url(operation)
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body, headers = request
         attempt = 0
         while True:
             attempt += 1
             self.stats.add(requests=1)
             try:
-                status, headers, content = self._post_once(url, body)
+                status, reply_headers, content = self._post_once(url, body, headers)
             except (
                 requests.Timeout,
                 requests.ConnectionError,
@@ -151,11 +160,9 @@ class LatentClient:
                 self._backoff(attempt, None)
                 continue
             if status == 200:
-                answer = read_answer(content, url, items)
-                self.stats.add(items=items)
-                return answer
+                return Reply(content, reply_headers, url, f"{self.model}-{operation}", items)
             if self.retry.should_retry(attempt, retry_status(status, content)):
-                self._backoff(attempt, headers.get("Retry-After"))
+                self._backoff(attempt, reply_headers.get("Retry-After"))
                 continue
             raise LatentServeError.from_response(status, content, url, attempt)
 
@@ -163,7 +170,7 @@ class LatentClient:
         self.stats.add(retries=1)
         self._sleep(self.retry.delay(attempt, retry_after))
 
-    def _map(self, chunks: list[Callable[[], dict]]) -> list[dict]:
+    def _map(self, chunks: list[Callable[[], T]]) -> list[T]:
         if len(chunks) == 1:  # no thread hop for a single request
             return [chunks[0]()]
         return list(run_ordered(self._executor(), iter(chunks), self.concurrency))
@@ -190,51 +197,52 @@ class LatentClient:
 
         def task(k: int, start: int, stop: int) -> Callable[[], dict]:
             def run() -> dict:
-                payload: dict = {"instances": [inputs.to_instance(x) for x in items[start:stop]]}
-                if sample:
-                    payload.update(sample=True, seed=(seed + k) % (MAX_SEED + 1))
-                answer = self.post("encode", payload, stop - start)
+                seed_k = (seed + k) % (MAX_SEED + 1) if sample else None
+                request = self.protocol.encode_request(items[start:stop], seed_k)
+                arrays = self.protocol.read_encoded(
+                    self.post("encode", request, stop - start), seed_k
+                )
+                self.stats.add(items=stop - start)
                 if progress:
                     progress(stop - start)
-                return answer
+                return arrays
 
             return run
 
         ranges = split(len(items), self.batch_size)
-        answers = self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)])
-        preds = [p for answer in answers for p in answer["predictions"]]
-        z_mean = np.asarray([p["z_mean"] for p in preds], dtype=np.float32)
-        z_log_var = None
-        if preds[0].get("z_log_var") is not None:
-            z_log_var = np.asarray([p["z_log_var"] for p in preds], dtype=np.float32)
-        z = np.asarray([p["z"] for p in preds], dtype=np.float32) if sample else None
-        return Encoded(z_mean, z_log_var, z, seed)
+        parts = self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)])
+        z_mean, z_log_var, z = (
+            _join([p[name] for p in parts]) for name in ("z_mean", "z_log_var", "z")
+        )
+        return Encoded(z_mean, z_log_var, z, seed if sample else None)
 
     def decode(
         self, z: Sequence[Sequence[float]] | np.ndarray, *, as_array: bool = False
     ) -> list[Image.Image] | np.ndarray:
         """Latent vectors (N x D, or one vector of D) -> N images.
 
-        Default: PIL 8-bit grayscale images (the server's PNGs). `as_array=True`:
-        an (N, H, W) float32 array in [0, 1] (the server's `array` format, 6 decimals).
+        Default: PIL 8-bit grayscale images (the server's pixels, round(clip(x, 0, 1) * 255)).
+        `as_array=True`: an (N, H, W) float32 array in [0, 1] (exact float32 over the
+        Open Inference Protocol; 6 decimals over the JSON API).
         """
         zs = np.asarray(z, dtype=np.float64)
         if zs.ndim == 1:
             zs = zs[None]
         if zs.ndim != 2 or len(zs) == 0:
             raise InputError(f"z must be N x D (or one vector), got shape {zs.shape}")
-        fmt = "array" if as_array else "png"
 
-        def task(start: int, stop: int) -> Callable[[], dict]:
-            def run() -> dict:
-                payload = {"instances": [{"z": row} for row in zs[start:stop].tolist()]}
-                payload["format"] = fmt
-                return self.post("decode", payload, stop - start)
+        def task(start: int, stop: int) -> Callable[[], Images]:
+            def run() -> Images:
+                request = self.protocol.decode_request(zs[start:stop], as_array)
+                result = self.protocol.read_images(
+                    self.post("decode", request, stop - start), as_array
+                )
+                self.stats.add(items=stop - start)
+                return result
 
             return run
 
-        answers = self._map([task(a, b) for a, b in split(len(zs), self.batch_size)])
-        return images([p for a in answers for p in a["predictions"]], as_array)
+        return _join_images(self._map([task(a, b) for a, b in split(len(zs), self.batch_size)]))
 
     def sample(
         self,
@@ -251,20 +259,34 @@ class LatentClient:
             raise InputError(f"n must be >= 1, got {n}")
         seed = secrets.randbelow(MAX_SEED) if seed is None else seed
         self.last_seed = seed
-        fmt = "array" if as_array else "png"
 
-        def task(k: int, start: int, stop: int) -> Callable[[], dict]:
-            def run() -> dict:
-                payload = {
-                    "n": stop - start,
-                    "seed": (seed + k) % (MAX_SEED + 1),
-                    "temperature": float(temperature),
-                    "format": fmt,
-                }
-                return self.post("sample", payload, stop - start)
+        def task(k: int, start: int, stop: int) -> Callable[[], Images]:
+            def run() -> Images:
+                seed_k = (seed + k) % (MAX_SEED + 1)
+                request = self.protocol.sample_request(
+                    stop - start, seed_k, float(temperature), as_array
+                )
+                reply = self.post("sample", request, stop - start)
+                result = self.protocol.read_images(reply, as_array, seed_k)
+                self.stats.add(items=stop - start)
+                return result
 
             return run
 
         ranges = split(n, MAX_N)
-        answers = self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)])
-        return images([p for a in answers for p in a["predictions"]], as_array)
+        return _join_images(self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)]))
+
+
+def _join(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    """Per-request arrays -> one (always a fresh, writable array), or None if absent."""
+    if all(p is None for p in parts):
+        return None
+    if any(p is None for p in parts):
+        raise LatentServeError("the answers disagree: some have an output that others lack")
+    return np.concatenate(parts)
+
+
+def _join_images(parts: list[Images]) -> Images:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return [img for part in parts for img in part]

@@ -4,9 +4,11 @@
     python -m client sample --n 64 --seed 1 --out grid.png
     python -m client decode --z 0.5,0.5 --model fashion-vae-2d --out img.png
 
-The server address and key come from --url / --token (or --token-file, the
-key_file.json TorchServe writes), defaulting to $LATENTSERVE_URL and
-$LATENTSERVE_TOKEN. An `--out` ending in .npy saves float arrays instead of PNG.
+Requests go over the Open Inference Protocol with binary tensors (--protocol v2,
+the default) or latentserve's JSON API (--protocol json). The server address
+and key come from --url / --token (or --token-file, the key_file.json
+TorchServe writes), defaulting to $LATENTSERVE_URL and $LATENTSERVE_TOKEN. An
+`--out` ending in .npy saves float arrays instead of PNG.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from client import inputs
 from client.api import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_URL, LatentClient
 from client.errors import InputError, LatentServeError
 from client.limits import MAX_ITEMS
+from client.protocols import PROTOCOLS
 from client.retry import RetryPolicy
 
 
@@ -51,6 +54,7 @@ def make_client(args: argparse.Namespace) -> LatentClient:
         batch_size=args.batch_size,
         concurrency=args.concurrency,
         retry=RetryPolicy(retries=args.retries),
+        protocol=args.protocol,
     )
 
 
@@ -125,8 +129,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     rate = len(result) / elapsed if elapsed > 0 else float("inf")
     print(
         f"embedded {len(result)} images with {client.model} in {elapsed:.2f} s: "
-        f"{rate:.0f} items/s ({stats.requests} requests of <= {client.batch_size} items, "
-        f"{client.concurrency} in flight, {stats.retries} retries)\n"
+        f"{rate:.0f} img/s ({client.protocol.name}, {stats.requests} requests of <= "
+        f"{client.batch_size} images, {client.concurrency} in flight, {stats.retries} retries)\n"
         f"wrote {', '.join(written)}"
     )
     return 0
@@ -183,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     common.add_argument("--retries", type=int, default=5, help="retries on 503/507/no connection")
+    common.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        default="v2",
+        help="v2: the Open Inference Protocol, binary tensors (default); json: the JSON API",
+    )
 
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

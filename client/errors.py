@@ -9,10 +9,12 @@ class LatentServeError(Exception):
     """Any failed call: an HTTP error answer, or no answer after the retries.
 
     `status` is the HTTP status (None when no answer came), `code` the server's
-    machine-readable reason (latentserve's `error.code`, or TorchServe's
-    exception `type`, e.g. ModelNotFoundException), `field` the offending JSON
-    field when the server names one, `message` the server's own message, `url`
-    the endpoint and `attempts` how many times it was tried.
+    machine-readable reason (the JSON API's `error.code`, or TorchServe's
+    exception `type`, e.g. ModelNotFoundException; the Open Inference Protocol's
+    errors have none), `field` the offending JSON API field when the server
+    names one (a protocol error names its tensor or parameter in the message),
+    `message` the server's own message, `url` the endpoint and `attempts` how
+    many times it was tried.
     """
 
     def __init__(
@@ -42,7 +44,8 @@ class LatentServeError(Exception):
 
     @classmethod
     def from_response(cls, status: int, body: bytes, url: str, attempts: int) -> LatentServeError:
-        """Read latentserve's {"error": {...}} or TorchServe's {"code", "type", "message"}."""
+        """Read latentserve's JSON API {"error": {...}}, the Open Inference Protocol's
+        {"error": "..."}, or TorchServe's {"code", "type", "message"}."""
         try:
             doc = json.loads(body)
         except ValueError:
@@ -53,6 +56,8 @@ class LatentServeError(Exception):
             return cls(
                 str(err.get("message", "")), code=err.get("code"), field=err.get("field"), **common
             )
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            return cls(doc["error"], **common)
         if isinstance(doc, dict) and "message" in doc:
             return cls(str(doc["message"]), code=doc.get("type"), **common)
         text = body.decode("utf-8", "replace").strip()[:500] or "(empty body)"

@@ -3,8 +3,14 @@
 Accepted: a path (PNG/JPEG file, IDX file, or a folder of PNG/JPEG files), a
 PIL image, a numpy array (H x W, N x H x W or N x 1 x H x W), or a list of any
 of these. `as_items` expands them into a flat sequence of single images without
-converting anything; `to_instance` turns one image into an encode instance
-(done in the client's worker threads, chunk by chunk):
+converting anything. Then, in the client's worker threads, chunk by chunk:
+
+`to_tensor` (the Open Inference Protocol) stacks a chunk into one image tensor:
+UINT8 [N, 28, 28] when every image is 8-bit (files, PIL images, uint8 arrays;
+other sizes and colour modes converted here exactly as the server converts an
+upload), else float [N, 28, 28] (8-bit images as uint8 / 255);
+
+`to_instance` (the JSON API) turns one image into an encode instance:
 
 - uint8 arrays and PIL images travel as PNG (lossless, ~10x smaller than JSON
   floats; the server divides by 255 exactly like training's `to_float`);
@@ -26,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from client.errors import InputError
+from client.limits import IMAGE_HW
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
@@ -165,11 +172,95 @@ def to_instance(item: Any) -> dict:
         raise InputError(f"an image must be H x W, got shape {arr.shape}")
     if arr.dtype == np.uint8:
         return {"image_b64": _png_b64(Image.fromarray(np.ascontiguousarray(arr), "L"))}
+    _check_dtype(arr)
+    return {"pixels": arr.astype(np.float64).tolist()}
+
+
+# ---- tensors (Open Inference Protocol) ----------------------------------------
+def to_gray(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit grayscale 'L'; transparency composites onto black.
+
+    A copy of handlers/images.py's `_to_gray` (the client cannot import the
+    handlers): the server converts JSON API uploads with it, so that an image sent
+    as a tensor gets the same pixels. tests/client/test_inputs.py compares the two.
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        return Image.fromarray(np.clip(np.rint(arr / peak * 255), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return img.convert("L")
+
+
+def _open(path: Path) -> Image.Image:
+    data = path.read_bytes()
+    if not data.startswith(_IMAGE_MAGIC):
+        raise InputError(f"{path}: not a PNG or JPEG file")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise InputError(f"{path}: image could not be read ({err})") from None
+    return img
+
+
+def to_pixels(item: Any, hw: tuple[int, int] = IMAGE_HW) -> np.ndarray:
+    """One image -> H x W: uint8 for 8-bit images (converted to grayscale and resized
+    like the server does), the caller's own floats otherwise (which must be H x W)."""
+    if isinstance(item, Path):
+        item = _open(item)
+    if not isinstance(item, Image.Image):
+        arr = np.asarray(item)
+        if arr.ndim != 2:
+            raise InputError(f"an image must be H x W, got shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            _check_dtype(arr)
+            if arr.shape != hw:
+                raise InputError(
+                    f"a float image must be {hw[0]} x {hw[1]}, got {arr.shape}; "
+                    "resize it, or give uint8 pixels (those are resized like an upload)"
+                )
+            return arr
+        if arr.shape == hw:
+            return arr
+        item = Image.fromarray(np.ascontiguousarray(arr), "L")
+    img = item
+    if img.mode != "L" or img.size != (hw[1], hw[0]):
+        img = to_gray(img)
+        if img.size != (hw[1], hw[0]):
+            img = img.resize((hw[1], hw[0]), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def to_tensor(items: Sequence[Any], hw: tuple[int, int] = IMAGE_HW) -> np.ndarray:
+    """A chunk of images -> UINT8 (N, H, W) when all are 8-bit, else float (N, H, W).
+
+    Floats go as float32 when every value is in [0, 1] (the server computes in
+    float32, so this is the cast it would make); otherwise as float64, the
+    caller's own values, so that the server refuses them and names the pixel
+    instead of a cast quietly moving a value into range.
+    """
+    if isinstance(items, np.ndarray) and items.dtype == np.uint8 and items.shape[1:] == hw:
+        return items  # an IDX file's or a caller's batch: no copy
+    pixels = [to_pixels(x, hw) for x in items]
+    if all(p.dtype == np.uint8 for p in pixels):
+        return np.stack(pixels)
+    floats = np.stack(
+        [p.astype(np.float32) / np.float32(255) if p.dtype == np.uint8 else p for p in pixels]
+    ).astype(np.float64)
+    if np.all((floats >= 0.0) & (floats <= 1.0)):
+        return floats.astype(np.float32)
+    return floats
+
+
+def _check_dtype(arr: np.ndarray) -> None:
+    """Integer images must be uint8; floats and booleans are pixel values in [0, 1]."""
     if np.issubdtype(arr.dtype, np.integer):
         raise InputError(
             f"integer images must be uint8 (0..255), got {arr.dtype}; "
             "convert, or pass floats in [0, 1]"
         )
-    if arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.floating):
-        return {"pixels": arr.astype(np.float64).tolist()}
-    raise InputError(f"unsupported image dtype {arr.dtype}")
+    if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.floating)):
+        raise InputError(f"unsupported image dtype {arr.dtype}")

@@ -15,8 +15,11 @@ import http.server
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from client import LatentClient
+from client.inputs import read_idx
 from paths import EXPLORER, FASHION_TEST_IMAGES, STORE
 from serving.properties import BASE_CONFIG, free_ports, read_properties
 from tests.support.live import LiveServer, start_live_server
@@ -78,3 +81,14 @@ def server(tmp_path_factory, page_origin) -> LiveServer:
     print(f"\nclient tests: TorchServe READY in {live.ready_seconds:.1f}s at {live.url}")
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="session")
+def images(fashion_test_path) -> np.ndarray:
+    """The first 512 Fashion-MNIST test images, uint8 (512, 28, 28)."""
+    return np.ascontiguousarray(read_idx(fashion_test_path)[:512])
+
+
+def client_for(server: LiveServer, **kwargs) -> LatentClient:
+    """A client of the served model (the default protocol unless `protocol=` says)."""
+    return LatentClient(server.url, model=EXPLORER_MODEL, **kwargs)

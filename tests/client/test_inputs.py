@@ -10,7 +10,15 @@ from PIL import Image
 
 from client import InputError
 from client.cli import grid, source_labels
-from client.inputs import as_items, idx_labels_path, is_idx, read_idx, to_instance
+from client.inputs import (
+    as_items,
+    idx_labels_path,
+    is_idx,
+    read_idx,
+    to_instance,
+    to_pixels,
+    to_tensor,
+)
 from paths import FASHION_TEST_IMAGES as FASHION_TEST
 
 
@@ -102,3 +110,83 @@ def test_grid_tiles_row_by_row():
     assert out.size == (8, 12)  # 2 columns, 2 rows, zoomed x2
     arr = np.asarray(out)
     assert arr[0, 0] == 10 and arr[0, 4] == 20 and arr[6, 0] == 30 and arr[6, 4] == 0
+
+
+# ---- tensors (the Open Inference Protocol) ----------------------------------
+def _uploads() -> dict[str, Image.Image]:
+    rng = np.random.default_rng(1)
+    rgb = Image.fromarray(rng.integers(0, 256, (56, 40, 3), dtype=np.uint8), "RGB")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(Image.fromarray(rng.integers(0, 256, (56, 40), dtype=np.uint8), "L"))
+    palette = rgb.convert("P")
+    palette.info["transparency"] = 3
+    return {
+        "gray 28x28": Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L"),
+        "gray 40x30": Image.fromarray(rng.integers(0, 256, (30, 40), dtype=np.uint8), "L"),
+        "rgb 40x56": rgb,
+        "rgba": rgba,
+        "gray + alpha": rgba.convert("LA"),
+        "palette with transparency": palette,
+        "16-bit": Image.fromarray(rng.integers(0, 65536, (28, 28), dtype=np.uint16)),
+        "bilevel": rgb.convert("1"),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(_uploads()))
+def test_images_become_the_pixels_the_server_makes_of_the_same_upload(kind, tmp_path):
+    """The server converts a JSON API upload (handlers/images.py); over the protocol the
+    client converts the same file itself: both must give the same uint8 pixels."""
+    from handlers.images import read_image
+    from handlers.limits import LIMITS
+
+    img = _uploads()[kind]
+    path = tmp_path / "up.png"
+    img.save(path)
+    server, _ = read_image(path.read_bytes(), (28, 28), "instances[0].image_b64", LIMITS)
+    for item in (path, img):
+        pixels = to_pixels(item)
+        assert pixels.dtype == np.uint8 and pixels.shape == (28, 28)
+        np.testing.assert_array_equal(pixels, server, err_msg=f"{kind} as {type(item).__name__}")
+    jpeg = tmp_path / "up.jpg"
+    img.convert("RGB").save(jpeg, quality=90)
+    server, _ = read_image(jpeg.read_bytes(), (28, 28), "instances[0].image_b64", LIMITS)
+    np.testing.assert_array_equal(to_pixels(jpeg), server)
+
+
+def test_tensors_are_uint8_for_8_bit_images_and_float_otherwise(tmp_path):
+    batch = np.arange(3 * 28 * 28, dtype=np.uint32).reshape(3, 28, 28).astype(np.uint8)
+    assert to_tensor(batch) is batch  # an IDX file's chunk: no copy
+    path = tmp_path / "a.png"
+    Image.fromarray(batch[1], "L").save(path)
+    mixed = to_tensor([batch[0], path, Image.fromarray(batch[2], "L")])
+    assert mixed.dtype == np.uint8 and np.array_equal(mixed, batch)
+    # uint8 of another size is resized like an upload
+    assert to_tensor([np.zeros((56, 56), np.uint8)]).shape == (1, 28, 28)
+    # floats in [0, 1] go as float32; 8-bit images beside them as uint8 / 255
+    floats = to_tensor([batch[0] / 255.0, batch[1]])
+    assert floats.dtype == np.float32
+    np.testing.assert_array_equal(floats[1], batch[1].astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(floats[0], (batch[0] / 255.0).astype(np.float32))
+    # out of range (or NaN): the caller's own float64, for the server to refuse and name
+    for bad in (1.5, -0.1, np.nan):
+        img = np.full((28, 28), 0.5)
+        img[4, 5] = bad
+        out = to_tensor([img])
+        assert out.dtype == np.float64 and np.array_equal(out[0], img, equal_nan=True)
+    assert to_tensor([np.ones((28, 28), bool)]).dtype == np.float32
+
+
+def test_tensor_inputs_that_cannot_be_sent_fail_before_sending(tmp_path):
+    with pytest.raises(InputError, match="a float image must be 28 x 28"):
+        to_tensor([np.zeros((30, 30), np.float32)])
+    with pytest.raises(InputError, match="integer images must be uint8"):
+        to_tensor([np.zeros((28, 28), np.int32)])
+    with pytest.raises(InputError, match="H x W"):
+        to_pixels(np.zeros((2, 28, 28)))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"GIF89a")
+    with pytest.raises(InputError, match="not a PNG or JPEG"):
+        to_pixels(bad)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(InputError, match="could not be read"):
+        to_pixels(bad)

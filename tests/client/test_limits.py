@@ -16,27 +16,22 @@ import pytest
 
 from client import LatentClient
 from client.api import DEFAULT_BATCH_SIZE
-from client.limits import MAX_ITEMS, MAX_N, MAX_SEED
+from client.limits import IMAGE_HW, MAX_ABS_LATENT, MAX_ITEMS, MAX_N, MAX_SEED
 from handlers.limits import LIMITS
-from paths import ROOT
+from paths import ROOT, SHIPPED_MODELS, STORE
+from tests.client.fake import Scripted
 
 
-class Recording(LatentClient):
-    """Answers every request with as many items as it asked for; keeps the bodies."""
+class Recording(Scripted):
+    """The fake server of fake.py, keeping every request's size in bytes too."""
 
     def __init__(self, **kwargs):
-        super().__init__("http://127.0.0.1:9", model="m", **kwargs)
-        self.bodies: list[dict] = []
+        super().__init__(**kwargs)
+        self.body_bytes: list[int] = []
 
-    def _post_once(self, url, body):
-        payload = json.loads(body)
-        self.bodies.append(payload)  # list.append is atomic: safe from the client's threads
-        n = len(payload["instances"]) if "instances" in payload else payload["n"]
-        if url.endswith("-encode"):
-            pred = {"z_mean": [0.0], "z_log_var": [0.0], "z": [0.0]}
-        else:
-            pred = {"pixels": [[0.0]]}
-        return 200, {}, json.dumps({"predictions": [pred] * n}).encode()
+    def _post_once(self, url, body, headers):
+        self.body_bytes.append(len(body))  # list.append is atomic: safe from the threads
+        return super()._post_once(url, body, headers)
 
 
 def test_client_copies_agree_with_handlers_limits():
@@ -44,7 +39,11 @@ def test_client_copies_agree_with_handlers_limits():
     assert LIMITS.max_items >= MAX_ITEMS, fix
     assert LIMITS.max_n >= MAX_N, fix
     assert LIMITS.max_seed == MAX_SEED, fix
+    assert LIMITS.max_abs_latent == MAX_ABS_LATENT, fix
     assert 1 <= DEFAULT_BATCH_SIZE <= MAX_ITEMS
+    for name in SHIPPED_MODELS:  # the protocol's image tensor is every model's image
+        manifest = json.loads((STORE / name / "manifest.json").read_text())
+        assert tuple(manifest["image_shape"][-2:]) == IMAGE_HW, name
 
 
 def test_batch_size_over_the_limit_is_refused_before_sending():
@@ -52,24 +51,31 @@ def test_batch_size_over_the_limit_is_refused_before_sending():
         LatentClient(batch_size=MAX_ITEMS + 1)
 
 
-def test_requests_never_carry_more_items_than_the_server_takes():
-    with Recording(batch_size=MAX_ITEMS) as client:
+@pytest.mark.parametrize("protocol", ["v2", "json"])
+def test_requests_never_carry_more_items_or_bytes_than_the_server_takes(protocol):
+    # the largest requests: float64 pixels (v2 sends them as FP64 when out of [0, 1])
+    floats = np.full((2 * MAX_ITEMS + 1, 28, 28), 1.0 / 3.0)
+    floats[:, 0, 0] = 2.0
+    with Recording(batch_size=MAX_ITEMS, protocol=protocol) as client:
         client.encode(np.zeros((2 * MAX_ITEMS + 1, 28, 28), np.uint8))
-        client.decode(np.zeros((2 * MAX_ITEMS + 1, 2)), as_array=True)
+        client.encode(floats)
+        client.decode(np.full((2 * MAX_ITEMS + 1, 512), -1 / 3), as_array=True)
         client.sample(2 * MAX_N + 1, seed=0, as_array=True)
-    items = [len(b["instances"]) for b in client.bodies if "instances" in b]
-    ns = [b["n"] for b in client.bodies if "n" in b]
-    assert max(items) == MAX_ITEMS <= LIMITS.max_items and len(items) == 6
+    items = [s.items for s in client.sent if s.operation != "sample"]
+    ns = [s.items for s in client.sent if s.operation == "sample"]
+    assert max(items) == MAX_ITEMS <= LIMITS.max_items and len(items) == 9
     assert max(ns) == MAX_N <= LIMITS.max_n and len(ns) == 3
+    assert max(client.body_bytes) <= LIMITS.max_body_bytes
 
 
-def test_consecutive_seeds_wrap_inside_the_servers_range():
-    with Recording(batch_size=MAX_ITEMS) as client:
+@pytest.mark.parametrize("protocol", ["v2", "json"])
+def test_consecutive_seeds_wrap_inside_the_servers_range(protocol):
+    with Recording(batch_size=MAX_ITEMS, protocol=protocol) as client:
         client.sample(MAX_N + 1, seed=LIMITS.max_seed, as_array=True)
         client.encode(
             np.zeros((MAX_ITEMS + 1, 28, 28), np.uint8), sample=True, seed=LIMITS.max_seed
         )
-    seeds = sorted(b["seed"] for b in client.bodies)  # threads answer in any order
+    seeds = sorted(s.params["seed"] for s in client.sent)  # threads answer in any order
     assert seeds == [0, 0, LIMITS.max_seed, LIMITS.max_seed]
     assert all(0 <= s <= LIMITS.max_seed for s in seeds)
 
