@@ -11,10 +11,15 @@ may carry many items. `Engine.handle` takes the batch through three stages
    model output back by the requests' item counts (in order).
 3. respond: each request writes its answer from exactly its own slices.
 
-One `Request` record per request carries its state through the stages. The
-result is one `Reply` per request, in request order: status, JSON body and
-headers. Diagnostic headers say which batch a request shared
-(`X-Latentserve-Batch-Id`) and its size in requests and model items.
+Each request arrives on one of two wires (`RawRequest.protocol`): the
+project's JSON API, or the Open Inference Protocol (v2), which
+`handlers.v2_read` / `v2_write` read and write around the same operations
+(`Operation.parse_tensors` / `outputs`), so both run the same model in the same
+batch. One `Request` record per request carries its state through the stages.
+The result is one `Reply` per request, in request order: status, body (text,
+or bytes for binary tensors), content type and headers. Diagnostic headers say
+which batch a request shared (`X-Latentserve-Batch-Id`) and its size in
+requests and model items.
 """
 
 from __future__ import annotations
@@ -26,19 +31,13 @@ from pathlib import Path
 
 import torch
 
+from handlers import v2_read, v2_write
 from handlers.device import Placement, placement
 from handlers.errors import RequestError
 from handlers.limits import LIMITS
 from handlers.metrics import STAGES, Recorder
-from handlers.operations import (
-    FILES,
-    OPERATIONS,
-    ModelInfo,
-    Operation,
-    Outputs,
-    Parsed,
-    load_script,
-)
+from handlers.model import FILES, ModelInfo, load_script
+from handlers.operations import OPERATIONS, Operation, Outputs, Parsed
 from handlers.options import HandlerOptions
 from handlers.readers import RawRequest
 
@@ -53,10 +52,11 @@ PARSE, RUN, RESPOND = STAGES
 @dataclass
 class Reply:
     status: int
-    body: str
+    body: str | bytes
     code: str | None = None  # error code for non-200 replies
     items: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -64,6 +64,7 @@ class Request:
     """One request's way through the batch. A set `reply` ends it: an error, or its answer."""
 
     raw: RawRequest
+    call: v2_read.Call | None = None  # a v2 request, read
     parsed: Parsed | None = None
     outputs: Outputs = ()  # its slice of each model output
     reply: Reply | None = None
@@ -76,18 +77,22 @@ def _cat(parts: list[Outputs]) -> Outputs:
     return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
 
-def _error(err: RequestError) -> Reply:
-    return Reply(err.status, err.to_json(), err.code)
+def _error(err: RequestError, protocol: str) -> Reply:
+    body = v2_write.write_error(err) if protocol == v2_read.V2 else err.to_json()
+    return Reply(err.status, body, err.code)
 
 
-def _internal(what: str) -> Reply:
+def _internal(what: str, protocol: str) -> Reply:
     log.exception("internal error during %s", what)
-    return _error(RequestError("internal_error", "body", f"internal error during {what}", 500))
+    err = RequestError("internal_error", "body", f"internal error during {what}", 500)
+    return _error(err, protocol)
 
 
 class Engine:
     def __init__(self, op: Operation, options: HandlerOptions, placement: Placement) -> None:
         self.op, self.options, self.placement = op, options, placement
+        # the names v2 answers carry; the TorchServe adapter sets the registered ones
+        self.model_name, self.model_version = f"{op.info.name}-{op.name}", "1.0"
 
     @classmethod
     def from_dir(
@@ -126,13 +131,19 @@ class Engine:
 
     # ---- the three stages ----------------------------------------------------
     def parse(self, requests: list[Request]) -> None:
+        op = self.op
         for r in requests:
             try:
-                r.parsed = self.op.parse(r.raw)
+                if r.raw.protocol == v2_read.V2:
+                    r.call = v2_read.read_call(r.raw, op.limits)
+                    r.parsed = op.parse_tensors(r.call.inputs, r.call.parameters)
+                    v2_read.check_outputs(r.call, op.output_names(r.parsed), op.name)
+                else:
+                    r.parsed = op.parse(r.raw)
             except RequestError as err:
-                r.reply = _error(err)
+                r.reply = _error(err, r.raw.protocol)
             except Exception:  # a bug must not take the batch down
-                r.reply = _internal("request parsing")
+                r.reply = _internal("request parsing", r.raw.protocol)
 
     def run(self, live: list[Request], rec: Recorder) -> None:
         try:
@@ -149,16 +160,24 @@ class Engine:
                 try:
                     r.outputs = self.run_chunks(r.parsed.x, rec)
                 except Exception:
-                    r.reply = _internal("model inference")
+                    r.reply = _internal("model inference", r.raw.protocol)
 
     def respond(self, live: list[Request]) -> None:
         for r in live:
             try:
-                r.reply = Reply(200, self.op.respond(r.parsed, r.outputs), items=r.parsed.items)
+                if r.call is None:
+                    r.reply = Reply(200, self.op.respond(r.parsed, r.outputs))
+                else:
+                    named, params = self.op.outputs(r.parsed, r.outputs)
+                    body, ctype, headers = v2_write.write_response(
+                        self.model_name, self.model_version, r.call, named, params
+                    )
+                    r.reply = Reply(200, body, headers=headers, content_type=ctype)
+                r.reply.items = r.parsed.items
             except RequestError as err:
-                r.reply = _error(err)
+                r.reply = _error(err, r.raw.protocol)
             except Exception:
-                r.reply = _internal("response writing")
+                r.reply = _internal("response writing", r.raw.protocol)
 
     # ---- helpers -------------------------------------------------------------
     def run_chunks(self, x: torch.Tensor, rec: Recorder) -> Outputs:

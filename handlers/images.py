@@ -142,9 +142,14 @@ def scale_pixels(gray: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
+def to_uint8(pixels: np.ndarray, scale: float) -> np.ndarray:
+    """Floats in [0, 1] (any shape) -> uint8 pixels: round(clip(x * scale, 0, 255))."""
+    return np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * scale), 0, 255).astype(np.uint8)
+
+
 def write_png(pixels: np.ndarray, scale: float) -> str:
     """H x W floats in [0, 1] -> base64 of an 8-bit grayscale PNG."""
-    arr = np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * scale), 0, 255).astype(np.uint8)
+    arr = to_uint8(pixels, scale)
     buf = io.BytesIO()
     Image.fromarray(arr, "L").save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")

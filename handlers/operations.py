@@ -12,89 +12,23 @@ modules one.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel
 
-from handlers import images, readers, writers
-from handlers.device import Placement
+from handlers import images, readers, v2_read, writers
 from handlers.errors import RequestError
 from handlers.limits import Limits
 from handlers.metrics import Recorder
+from handlers.model import FILES, MANIFEST, ModelInfo, load_script  # noqa: F401 (re-exported)
 from handlers.readers import RawRequest
 from handlers.schemas import DecodeRequest, EncodeRequest, SampleRequest
-
-MANIFEST = "manifest.json"
-FILES = {"encode": "encoder.pt", "decode": "decoder.pt", "sample": "decoder.pt"}
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the handlers need from manifest.json, checked once at load."""
-
-    name: str
-    kind: str  # ae | vae
-    latent_dim: int
-    image_hw: tuple[int, int]
-    scale: float  # uint8 / scale = model input
-    prior_mean: np.ndarray  # (D,)
-    prior_factor: np.ndarray  # (D, D): F @ F.T == the prior's cov, computed once at export
-    manifest: dict
-
-    @classmethod
-    def from_manifest(cls, manifest: dict) -> ModelInfo:
-        try:
-            kind, dim = manifest["kind"], int(manifest["latent_dim"])
-            c, h, w = (int(v) for v in manifest["image_shape"])
-            scale = float(manifest["pixel_scaling"]["divide_by"])
-            prior = manifest["prior"]
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"manifest.json lacks or mangles a required key: {err!r}") from None
-        if kind not in ("ae", "vae") or c != 1 or dim < 1:
-            raise ValueError(f"unsupported model: kind {kind!r}, channels {c}, latent_dim {dim}")
-        if prior.get("type") == "standard_normal":
-            mean, factor = np.zeros(dim), np.eye(dim)
-        elif prior.get("type") == "gaussian":
-            try:
-                mean = np.asarray(prior["mean"], dtype=np.float64)
-                factor = np.asarray(prior["factor"], dtype=np.float64)
-            except (KeyError, TypeError, ValueError) as err:
-                raise ValueError(
-                    f"manifest.json lacks or mangles a required key: prior {err!r} "
-                    "(re-export the model: the export writes the prior's sampling factor)"
-                ) from None
-        else:
-            raise ValueError(f"unknown prior type {prior.get('type')!r}")
-        if mean.shape != (dim,) or factor.shape != (dim, dim):
-            raise ValueError(
-                f"prior shapes {mean.shape}, {factor.shape} do not fit latent_dim {dim}"
-            )
-        return cls(manifest.get("name", "?"), kind, dim, (h, w), scale, mean, factor, manifest)
-
-    @classmethod
-    def from_dir(cls, model_dir: Path) -> ModelInfo:
-        return cls.from_manifest(json.loads((Path(model_dir) / MANIFEST).read_text()))
-
-
-def load_script(model_dir: Path, info: ModelInfo, file: str, placement: Placement):
-    """torch.jit.load one export after checking its sha256 against the manifest."""
-    path = Path(model_dir) / file
-    want = info.manifest.get("files", {}).get(file)
-    got = hashlib.sha256(path.read_bytes()).hexdigest()
-    if want is not None and want != got:
-        raise ValueError(f"{file}: sha256 {got} does not match the manifest's {want}")
-    with warnings.catch_warnings():  # TorchScript is the export contract (training/export.py)
-        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
-        module = torch.jit.load(str(path), map_location=placement.device).eval()
-    return module.half() if placement.dtype == torch.float16 else module
+from handlers.v2_read import Tensor
+from handlers.v2_schemas import DecodeParameters, EncodeParameters, SampleParameters
 
 
 @dataclass
@@ -102,7 +36,7 @@ class Parsed:
     """One valid request: its items as a float32 CPU tensor, plus what respond needs."""
 
     x: torch.Tensor
-    body: BaseModel | None = None  # the validated JSON body; None for a raw image
+    body: BaseModel | None = None  # the JSON body or the v2 parameters; None for a raw image
     seed: int | None = None  # sample seeds (encode with sample: true, and sample)
     converted_from: list[dict | None] = field(default_factory=list)  # encode, per item
 
@@ -129,6 +63,14 @@ def _images(outputs: Outputs, fmt: str, scale: float) -> list[dict]:
     return writers.write_images(pixels[:, 0].numpy(), fmt, scale)
 
 
+def _image_tensor(outputs: Outputs, datatype: str, scale: float) -> np.ndarray:
+    """A decoder's one output -> the v2 "image" (n, H, W): UINT8 as the PNG's pixels, or FP32."""
+    pixels = outputs[0][:, 0].numpy()
+    if datatype == "UINT8":
+        return images.to_uint8(pixels, scale)
+    return np.clip(pixels, 0.0, 1.0)
+
+
 class Operation:
     name = ""
 
@@ -150,6 +92,19 @@ class Operation:
         """This request's slice of each model output -> its JSON answer (text)."""
         raise NotImplementedError
 
+    # The Open Inference Protocol (handlers.v2_read / v2_write do the wire).
+    def parse_tensors(self, inputs: dict[str, Tensor], params: dict) -> Parsed:
+        """A v2 request's named input tensors and parameters -> the same `Parsed` as `parse`."""
+        raise NotImplementedError
+
+    def output_names(self, parsed: Parsed) -> tuple[str, ...]:
+        """The v2 outputs this request gets, in order."""
+        return ("image",)
+
+    def outputs(self, parsed: Parsed, outputs: Outputs) -> tuple[dict[str, np.ndarray], dict]:
+        """This request's slice of each model output -> its named v2 outputs, parameters."""
+        raise NotImplementedError
+
     def observe(self, outputs: Outputs, rec: Recorder) -> None:
         """Record operation-specific metrics over the answered items."""
 
@@ -166,12 +121,7 @@ class Encode(Operation):
             x = torch.from_numpy(images.scale_pixels(gray, scale)[None, None])
             return Parsed(x, converted_from=[conv])
         req = readers.read_json(raw, EncodeRequest, self.limits)
-        if req.sample and self.info.kind != "vae":
-            raise RequestError(
-                "unsupported",
-                "sample",
-                f"{self.info.name} is an AE (a deterministic encoder); sample needs a VAE",
-            )
+        self._check_sample(req.sample, "sample")
         # images are read as uint8 rows, scaled together at the end; pixels come scaled
         x = np.empty((len(req.instances), *hw), dtype=np.float32)
         image_rows, converted = [], []
@@ -193,6 +143,47 @@ class Encode(Operation):
         seed = _seed(req.seed) if req.sample else None
         return Parsed(torch.from_numpy(x[:, None]), req, seed, converted)
 
+    def _check_sample(self, sample: bool, field: str) -> None:
+        if sample and self.info.kind != "vae":
+            raise RequestError(
+                "unsupported",
+                field,
+                f"{self.info.name} is an AE (a deterministic encoder); sample needs a VAE",
+            )
+
+    def parse_tensors(self, inputs: dict[str, Tensor], params: dict) -> Parsed:
+        p = v2_read.read_parameters(params, EncodeParameters)
+        self._check_sample(p.sample, "parameter 'sample'")
+        image = v2_read.take_inputs(inputs, {"image": ("UINT8", "FP32", "FP64")}, self.name)
+        t, f, (h, w) = image["image"], "input 'image'", self.info.image_hw
+        if tuple(t.array.shape[1:]) not in ((h, w), (1, h, w)):
+            want = f"expected [N,{h},{w}] or [N,1,{h},{w}]"
+            raise RequestError("wrong_shape", f, f"shape {list(t.array.shape)}; {want}")
+        n = v2_read.check_items(t.array.shape[0], self.limits.max_items, "image")
+        if t.datatype == "UINT8":  # exactly as the pixels of a PNG
+            x = images.scale_pixels(t.array, self.info.scale)
+        else:
+            readers.check_range(t.array, self.limits.pixel_range, f)
+            x = t.array.astype(np.float32)
+        seed = _seed(p.seed) if p.sample else None
+        return Parsed(torch.from_numpy(x.reshape(n, 1, h, w)), p, seed)
+
+    def output_names(self, parsed: Parsed) -> tuple[str, ...]:
+        vae = ("z_log_var",) if self.info.kind == "vae" else ()
+        return ("z_mean", *vae, *(("z",) if parsed.seed is not None else ()))
+
+    def outputs(self, parsed: Parsed, outputs: Outputs) -> tuple[dict[str, np.ndarray], dict]:
+        named = dict(zip(("z_mean", "z_log_var"), (t.numpy() for t in outputs), strict=False))
+        if parsed.seed is None:
+            return named, {}
+        named["z"] = self._z(parsed.seed, outputs).numpy()
+        return named, {"seed": parsed.seed}
+
+    def _z(self, seed: int, outputs: Outputs) -> torch.Tensor:
+        """z = z_mean + exp(z_log_var / 2) * eps, eps a function of the seed."""
+        eps = _normal(seed, len(outputs[0]), self.info.latent_dim)
+        return outputs[0] + torch.exp(0.5 * outputs[1]) * eps
+
     def example(self, n: int) -> torch.Tensor:
         return torch.zeros(n, 1, *self.info.image_hw)
 
@@ -200,7 +191,6 @@ class Encode(Operation):
         # Written as text, one %-format per item: the floats are most of the answer
         # and json.dumps of float lists was the costliest step of encode.
         dim, vae = self.info.latent_dim, self.info.kind == "vae"
-        z_mean = outputs[0]
         # per item: z_mean, then z_log_var (VAE), as one row
         rows, spec = writers.printable_floats(torch.cat(outputs, dim=1).numpy())
         vec = writers.float_array_format(dim, spec)
@@ -209,8 +199,7 @@ class Encode(Operation):
         convs = ["null" if c is None else writers.write_json(c) for c in parsed.converted_from]
         zs, tail = [""] * len(rows), ""
         if parsed.seed is not None:
-            eps = _normal(parsed.seed, len(rows), dim)
-            z = z_mean + torch.exp(0.5 * outputs[1]) * eps
+            z = self._z(parsed.seed, outputs)
             zs = [',"z":' + row for row in writers.write_float_arrays(z.numpy())]
             tail = f',"seed":{parsed.seed}'
         preds = ",".join(
@@ -256,6 +245,24 @@ class Decode(Operation):
         predictions = _images(outputs, parsed.body.format, self.info.scale)
         return writers.write_json({"predictions": predictions})
 
+    def parse_tensors(self, inputs: dict[str, Tensor], params: dict) -> Parsed:
+        p = v2_read.read_parameters(params, DecodeParameters)
+        t = v2_read.take_inputs(inputs, {"z": ("FP32", "FP64")}, self.name)["z"]
+        dim, shape = self.info.latent_dim, t.array.shape
+        if len(shape) != 2 or shape[1] != dim:
+            raise RequestError(
+                "wrong_latent_dim",
+                "input 'z'",
+                f"shape {list(shape)}; expected [N,{dim}] ({dim}: the model's latent_dim)",
+            )
+        v2_read.check_items(shape[0], self.limits.max_items, "z")
+        bound = self.limits.max_abs_latent
+        readers.check_range(t.array, (-bound, bound), "input 'z'")
+        return Parsed(torch.from_numpy(t.array.astype(np.float32)), p)
+
+    def outputs(self, parsed: Parsed, outputs: Outputs) -> tuple[dict[str, np.ndarray], dict]:
+        return {"image": _image_tensor(outputs, parsed.body.image_datatype, self.info.scale)}, {}
+
 
 class Sample(Operation):
     name = "sample"
@@ -270,7 +277,14 @@ class Sample(Operation):
     def parse(self, raw: RawRequest) -> Parsed:
         if readers.is_image_body(raw):
             raise RequestError("unsupported_media_type", "body", "sample takes a JSON object")
-        req = readers.read_json(raw, SampleRequest, self.limits)
+        return self._prior(readers.read_json(raw, SampleRequest, self.limits))
+
+    def parse_tensors(self, inputs: dict[str, Tensor], params: dict) -> Parsed:
+        v2_read.take_inputs(inputs, {}, self.name)
+        return self._prior(v2_read.read_parameters(params, SampleParameters))
+
+    def _prior(self, req: SampleRequest | SampleParameters) -> Parsed:
+        """n latents drawn from the prior with the request's seed and temperature."""
         seed = _seed(req.seed)
         eps = _normal(seed, req.n, self.info.latent_dim).double()
         z = self._mean + req.temperature * eps @ self._factor.T
@@ -285,6 +299,10 @@ class Sample(Operation):
                 "temperature": req.temperature,
             }
         )
+
+    def outputs(self, parsed: Parsed, outputs: Outputs) -> tuple[dict[str, np.ndarray], dict]:
+        image = _image_tensor(outputs, parsed.body.image_datatype, self.info.scale)
+        return {"image": image}, {"seed": parsed.seed, "temperature": parsed.body.temperature}
 
 
 OPERATIONS: dict[str, type[Operation]] = {"encode": Encode, "decode": Decode, "sample": Sample}

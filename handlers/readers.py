@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -42,6 +42,8 @@ class RawRequest:
 
     body: bytes | str | dict | list | None
     content_type: str | None = None
+    protocol: str = "json"  # json: the project's JSON API; v2: the Open Inference Protocol
+    headers: dict[str, str] = field(default_factory=dict)  # HTTP headers, names lower-case
 
 
 def media_type(value: str | None) -> str | None:
@@ -82,10 +84,10 @@ def read_json(raw: RawRequest, schema: type[BaseModel], limits: Limits) -> BaseM
             return schema.model_validate_json(body, strict=True)
         return schema.model_validate(body, strict=True)
     except ValidationError as err:
-        raise _request_error(err) from None
+        raise validation_error(err) from None
 
 
-def _request_error(err: ValidationError) -> RequestError:
+def validation_error(err: ValidationError) -> RequestError:
     """pydantic's first error as our 400, with the count of the others."""
     errors = err.errors(include_url=False)
     first = errors[0]

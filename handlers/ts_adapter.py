@@ -2,9 +2,10 @@
 
 TorchServe calls `handle(data, context)` with its dynamic batch: `data[i]` is
 the i-th request as {parameter name: value}. The handler returns a list with
-one JSON string per request; TorchServe sends element i verbatim as the body
-of request i, with the status, content type and headers set for index i via
-`context.set_response_status(code, phrase, idx)` and friends
+one body (text, or bytes for binary tensors) per request; TorchServe sends
+element i verbatim as the body of request i, with the status, content type and
+headers set for index i via `context.set_response_status(code, phrase, idx)`
+and friends
 (ts/protocol/otf_message_handler.py `create_predict_response`). So a bad
 request gets its own 400 while its neighbours get 200. Exceptions never leave
 `handle` for input reasons; if one did, TorchServe would answer the whole batch
@@ -36,6 +37,7 @@ from handlers.engine import Engine
 from handlers.metrics import BASE_DIMS, SPECS, Recorder
 from handlers.options import HandlerOptions
 from handlers.readers import RawRequest, media_type
+from handlers.v2_read import wire_protocol
 
 log = logging.getLogger(__name__)
 # metric lines go to the worker's stdout, where the frontend reads them
@@ -81,19 +83,20 @@ def raw_request(row: dict, headers: dict) -> RawRequest:
 
     The body arrives as parameter "body" (raw POST) or "data" (a form field of
     that name); a form with a single field also works. Parameter headers map a
-    parameter name to {"content-type": ...}; request headers are plain strings.
+    parameter name to {"content-type": ...}; request headers are plain strings,
+    kept with lower-case names. The wire (JSON API or v2) follows from the
+    headers TorchServe adds per route and the body (`v2_read.wire_protocol`).
     """
+    http = {k.lower(): v for k, v in headers.items() if isinstance(v, str)}
     name = next((k for k in ("body", "data") if k in row), None)
     if name is None and len(row) == 1:
         name = next(iter(row))
     if name is not None:
         part = headers.get(name)
         ctype = part.get("content-type") if isinstance(part, dict) else None
-        return RawRequest(row[name], media_type(ctype))
-    http_ctype = next(
-        (v for k, v in headers.items() if k.lower() == "content-type" and isinstance(v, str)), None
-    )
-    return RawRequest(None, media_type(http_ctype))
+        body = row[name]
+        return RawRequest(body, media_type(ctype), wire_protocol(http, body), http)
+    return RawRequest(None, media_type(http.get("content-type")), wire_protocol(http, None), http)
 
 
 class LatentHandler(BaseHandler):
@@ -118,6 +121,8 @@ class LatentHandler(BaseHandler):
             Path(props["model_dir"]), self.operation, options, props.get("gpu_id")
         )
         self.engine.warmup()
+        self.engine.model_name = context.model_name
+        self.engine.model_version = str(self.manifest.get("model", {}).get("modelVersion", "1.0"))
         self.initialized = True
         info, where = self.engine.op.info, self.engine.placement
         log.info(
@@ -144,7 +149,7 @@ class LatentHandler(BaseHandler):
         replies, rec = self.engine.handle(raws)
         for idx, reply in enumerate(replies):
             context.set_response_status(reply.status, HTTPStatus(reply.status).phrase, idx)
-            context.set_response_content_type(idx, "application/json")
+            context.set_response_content_type(idx, reply.content_type)
             for key, value in reply.headers.items():
                 context.set_response_header(idx, key, value)
         handler_ms = round((time.time() - start) * 1000, 2)
