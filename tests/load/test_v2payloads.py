@@ -14,7 +14,14 @@ import torch
 
 from loadtests import compute
 from loadtests.httpgen import _request
-from loadtests.payloads import V2_HEADER, check_v2, v2_body, v2_decode_pool, v2_sample_pool
+from loadtests.payloads import (
+    V2_HEADER,
+    check_v2,
+    v2_body,
+    v2_decode_pool,
+    v2_encode_pool,
+    v2_sample_pool,
+)
 
 
 def split(body: bytes, headers: dict) -> tuple[dict, bytes]:
@@ -114,3 +121,35 @@ def test_compute_measure_gives_items_per_second_and_the_median_call():
     rate, p50_ms = compute.measure(module, torch.zeros(4, 8), seconds=0.05)
     assert rate > 0 and 0 < p50_ms < 50
     assert rate * p50_ms / 1000 < 4 * 2  # items/s and the call time describe the same calls
+
+
+def test_the_real_engine_answers_the_bench_bodies_as_the_checks_expect():
+    """The bench's v2 bodies, through the shipped model's engine (no server): every answer
+    passes `check_v2`, so a bench error means the server, not the harness."""
+    from handlers.engine import Engine
+    from handlers.readers import RawRequest, media_type
+    from handlers.v2_read import wire_protocol
+    from loadtests.benchpoints import v2_outputs
+    from paths import STORE
+
+    latents = np.random.default_rng(1).normal(size=(64, 32)).astype(np.float32)
+    pools = {
+        "encode": v2_encode_pool(3, count=1),
+        "decode": v2_decode_pool(latents, 3, count=1),
+        "sample": v2_sample_pool(3, count=1),
+    }
+    outputs = v2_outputs("fashion-vae")
+    for op, pool in pools.items():
+        body, headers = pool.next_request()
+        # what TorchServe hands the handler on /v2/models/<archive>/infer
+        http = {k.lower(): v for k, v in headers.items()} | {"explain": "False"}
+        raw = RawRequest(body, media_type(http["content-type"]), wire_protocol(http, body), http)
+        assert raw.protocol == "v2", op
+        (reply,), _ = Engine.from_dir(STORE / "fashion-vae", op).handle([raw])
+        got = {k.lower(): v for k, v in reply.headers.items()}
+        got["content-type"] = reply.content_type
+        assert V2_HEADER.lower() in got, op  # every output binary, as the bench asks
+        assert check_v2(reply.status, reply.body, got, 3, outputs[op]) is None, (
+            op,
+            reply.body[:200],
+        )
