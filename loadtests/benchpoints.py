@@ -19,7 +19,7 @@ import numpy as np
 
 from loadtests import compute, payloads
 from loadtests.benchserver import timing
-from loadtests.httpgen import run_point
+from loadtests.httpgen import Check, run_point
 from paths import STORE
 from serving.query import scrape
 from serving.server import RunningServer
@@ -58,7 +58,7 @@ class Plan:
     @classmethod
     def quick(cls) -> Plan:
         """A functional check of the harness (numbers too short to quote)."""
-        v2 = (("encode", 1, (1,)), ("encode", 64, (8,)), ("decode", 1, (1,)))
+        v2 = (("encode", 1, (1,)), ("encode", 64, (1, 8)), ("decode", 1, (1,)))
         v2 += (("decode", 64, (8,)), ("sample", 1, (1,)), ("sample", 64, (8,)))
         return cls((1, 16), (4,), (8,), v2, 32, 64, 2.0, 0.5, 0.5, jit_warmup=1.0)
 
@@ -68,6 +68,35 @@ class Plan:
         v2 = (("encode", 1, (1, 8, 32)), ("encode", 64, (1, 4, 8, 16, 32)))
         v2 += (("decode", 1, (1,)), ("decode", 64, (8, 16, 32)), ("sample", 1, (1,)))
         return cls((1, 8, 32, 64), (1, 4, 16, 32), (), v2, 32, 64, 5.0, 1.5, 2.0)
+
+    def points(self) -> list[tuple[str, str, int, int]]:
+        """(label, kind, items per request, clients) of every load point, in run order."""
+        big, out = self.big, []
+
+        def add(kind: str, items: int, c: int) -> None:
+            out.append((label(kind, items), kind, items, c))
+
+        for c in self.encode1_c:
+            add("noop", 1, c)
+            add("encode", 1, c)
+        for c in self.encode64_c:
+            add("noop", big, c)
+            add("encode", big, c)
+        for c in self.other_c:
+            for k in (1, big):
+                add("decode", k, c)
+                add("sample", k, c)
+        for op, k, concurrencies in self.v2:
+            for c in concurrencies:
+                add(f"v2 {op}", k, c)
+        add("batching off", 1, self.batch_c)
+        add("batching on", 1, self.batch_c)
+        return out
+
+
+def label(kind: str, items: int) -> str:
+    """`encode x64`, `v2 sample n=1`, `batching on x1`: the report's row labels."""
+    return f"{kind} {'n=' if kind.endswith('sample') else 'x'}{items}"
 
 
 # ---- checks of answers (cheap: counted keys, not parsed) --------------------------
@@ -119,46 +148,45 @@ def load_points(server: RunningServer, model: str, plan: Plan, names: dict, log)
         out = encoder(torch.from_numpy(dim_latents.astype(np.float32) / 255.0)[:, None])
     latents = (out[0] if isinstance(out, tuple) else out).numpy()
     enc = {k: payloads.encode_pool(k, 32, seed=k) for k in (1, big)}
-    dec = {k: payloads.decode_pool(latents, k, 32, seed=k) for k in (1, big)}
-    smp = {k: payloads.sample_pool(k, 32, seed=k) for k in (1, big)}
+    json_pools = {
+        "decode": {k: payloads.decode_pool(latents, k, 32, seed=k) for k in (1, big)},
+        "sample": {k: payloads.sample_pool(k, 32, seed=k) for k in (1, big)},
+    }
     v2_pools = {
         "encode": lambda k: payloads.v2_encode_pool(k, 32, seed=k),
         "decode": lambda k: payloads.v2_decode_pool(latents, k, 32, seed=k),
         "sample": lambda k: payloads.v2_sample_pool(k, 32, seed=k),
     }
-    noop_len = names["noop_len"]
+    made: dict = {}  # one v2 pool per (operation, items), shared by its points
+    outputs, noop_len, z_mean = v2_outputs(model), names["noop_len"], b'"z_mean"'
+
+    def route(kind: str, k: int) -> tuple[str, str | None, payloads.PayloadPool, Check]:
+        """A point's archive, path (None: the JSON API's), payloads and answer check."""
+        if kind == "noop":
+            noop = names["noop1" if k == 1 else "noop64"]
+            return noop, None, enc[k], exact_length(noop_len[k])
+        if kind == "batching off":
+            return names["b1"], None, enc[1], counts(z_mean, 1)
+        if kind in ("encode", "batching on"):
+            return f"{model}-encode", None, enc[k], counts(z_mean, k)
+        if kind in json_pools:
+            return f"{model}-{kind}", None, json_pools[kind][k], counts(b'"image_b64"', k)
+        op = kind.removeprefix("v2 ")
+        archive = f"{model}-{op}"
+        if (op, k) not in made:
+            made[op, k] = v2_pools[op](k)
+        return archive, payloads.v2_path(archive), made[op, k], v2_answer(k, outputs[op])
 
     rows = []  # (label, archive, path, pool, items, check, concurrency)
-
-    def add(label, archive, pool, items, check, c, path=None):
-        rows.append((label, archive, path or f"/predictions/{archive}", pool, items, check, c))
-
-    for c in plan.encode1_c:
-        add("noop x1", names["noop1"], enc[1], 1, exact_length(noop_len[1]), c)
-        add("encode x1", f"{model}-encode", enc[1], 1, counts(b'"z_mean"', 1), c)
-    for c in plan.encode64_c:
-        add(f"noop x{big}", names["noop64"], enc[big], big, exact_length(noop_len[big]), c)
-        add(f"encode x{big}", f"{model}-encode", enc[big], big, counts(b'"z_mean"', big), c)
-    for c in plan.other_c:
-        for k in (1, big):
-            dcheck = counts(b'"image_b64"', k)
-            add(f"decode x{k}", f"{model}-decode", dec[k], k, dcheck, c)
-            add(f"sample n={k}", f"{model}-sample", smp[k], k, dcheck, c)
-    outputs = v2_outputs(model)
-    for op, k, concurrencies in plan.v2:
-        archive, pool = f"{model}-{op}", v2_pools[op](k)
-        label = f"v2 {op} {'n=' if op == 'sample' else 'x'}{k}"
-        for c in concurrencies:
-            add(label, archive, pool, k, v2_answer(k, outputs[op]), c, payloads.v2_path(archive))
-    c = plan.batch_c
-    add("batching off x1", names["b1"], enc[1], 1, counts(b'"z_mean"', 1), c)
-    add("batching on x1", f"{model}-encode", enc[1], 1, counts(b'"z_mean"', 1), c)
+    for name, kind, k, c in plan.points():
+        archive, path, pool, check = route(kind, k)
+        rows.append((name, archive, path or f"/predictions/{archive}", pool, k, check, c))
 
     warmed = set()
-    for label, _, path, pool, items, check, _ in rows:
+    for name, _, path, pool, items, check, _ in rows:
         if (path, items) not in warmed:  # the v2 route is its own code in the frontend
             warmed.add((path, items))
-            log(f"JIT warm-up: {label} ({path}), {plan.jit_warmup:g} s at 32 clients")
+            log(f"JIT warm-up: {name} ({path}), {plan.jit_warmup:g} s at 32 clients")
             warm = run_point(
                 server.url, path, pool.next_request, 32, plan.jit_warmup, 0.0, items, check
             )
@@ -166,7 +194,7 @@ def load_points(server: RunningServer, model: str, plan: Plan, names: dict, log)
                 raise RuntimeError(f"warm-up of {path} failed: {warm.error_samples}")
 
     results = []
-    for i, (label, archive, path, pool, items, check, conc) in enumerate(rows, 1):
+    for i, (name, archive, path, pool, items, check, conc) in enumerate(rows, 1):
         before = scrape(metrics_url)
         point = run_point(
             server.url,
@@ -178,13 +206,13 @@ def load_points(server: RunningServer, model: str, plan: Plan, names: dict, log)
             items_per_request=items,
             check=check,
             server_pids=pids,
-            label=label,
+            label=name,
         )
         row = point.to_dict() | {"archive": archive, "path": path}
         row["timing"] = timing(before, scrape(metrics_url), archive)
         results.append(row)
         log(
-            f"[{i:2d}/{len(rows)}] {label:16s} c={conc:<3d} {point.req_per_s:8.1f} req/s "
+            f"[{i:2d}/{len(rows)}] {name:16s} c={conc:<3d} {point.req_per_s:8.1f} req/s "
             f"{point.items_per_s:9.1f} items/s  p50 {point.p50_ms:7.1f}  p99 {point.p99_ms:7.1f} ms"
             f"  err {point.errors}  client {point.client_cpu:.2f} / server "
             f"{point.server_cpu:.2f} cores"

@@ -29,6 +29,10 @@ def _other(p: dict) -> float:
     return max(0.0, p["machine_cpu"] - p["server_cpu"] - p["client_cpu"])
 
 
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f} ms"
+
+
 def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
@@ -93,7 +97,7 @@ def v2_target_rows(result: dict) -> list[tuple[str, str, str]]:
     rows = [
         (
             "lone1_p50_over_model_ms",
-            f"{_fmt(l1['value'], 2)} ms (worst: {l1['worst'] or 'none measured'}; p50 - model: "
+            f"{_ms(l1['value'])} (worst: {l1['worst'] or 'none measured'}; p50 - model: "
             + ", ".join(
                 f"{k} {v['p50_ms']:.2f} - {v['model_ms']:.2f}" for k, v in l1["rows"].items()
             )
@@ -101,7 +105,7 @@ def v2_target_rows(result: dict) -> list[tuple[str, str, str]]:
         ),
         (
             "lone64_v2_encode_p50_over_model_ms",
-            f"{_fmt(l64['value'], 2)} ms (v2 encode x{big} at c=1: p50 {_fmt(l64['p50_ms'], 2)} "
+            f"{_ms(l64['value'])} (v2 encode x{big} at c=1: p50 {_ms(l64['p50_ms'])} "
             f"- {l64['model_ms']:.2f} ms in-process at batch {big}, {t} thread)",
         ),
     ]

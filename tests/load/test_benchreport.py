@@ -11,6 +11,7 @@ import pytest
 
 from loadtests import benchreport
 from loadtests.benchpeers import PEERS, TRITON, against_peers
+from loadtests.benchpoints import Plan
 from loadtests.benchreport import markdown
 from loadtests.benchtargets import TARGETS, encode1_bound, met, ratios
 
@@ -268,3 +269,27 @@ def test_markdown_shows_the_new_targets_the_peers_and_the_models_own_time(result
     assert "| 1 x 8 | not measured | 2091 (FastAPI) | - |" in text
     assert "| 6000 (0.80 ms) |" in text  # encoder, 1 thread, batch 1: items/s (own time)
     assert "| v2 encode x64 | 64 | 8 |" in text
+
+
+@pytest.mark.parametrize("plan", [Plan(), Plan.targets()], ids=["full", "targets-only"])
+def test_the_plan_measures_every_point_the_targets_need(result, plan):
+    """A run of the full plan or of --targets-only leaves no target n/a."""
+    result["points"] = [point(name, c, 100.0, items=k) for name, _, k, c in plan.points()]
+    r = ratios(result, plan.big, plan.batch_c, plan.encode1_c)
+    assert not [name for name in TARGETS if r[name]["value"] is None]
+
+
+def test_the_quick_plan_runs_every_kind_of_point_once_and_misses_only_the_peers(result):
+    plan = Plan.quick()
+    labels = {name for name, *_ in plan.points()}
+    assert {
+        f"v2 {op} {'n=' if op == 'sample' else 'x'}{k}"
+        for op in ("encode", "decode", "sample")
+        for k in (1, 64)
+    } <= labels
+    result["points"] = [point(name, c, 100.0, items=k) for name, _, k, c in plan.points()]
+    r = ratios(result, plan.big, plan.batch_c, plan.encode1_c)
+    assert [name for name in TARGETS if r[name]["value"] is None] == [
+        "json_vs_best_peer",
+        "v2_vs_triton",
+    ]
