@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from handlers.errors import RequestError
 from handlers.limits import Limits
-from handlers.readers import RawRequest, validation_error
+from handlers.readers import FORM_TYPES, RawRequest, validation_error
 from handlers.v2_schemas import InferRequest, InputTensor, RequestedOutput
 
 JSON, V2 = "json", "v2"
@@ -104,6 +104,13 @@ def read_call(raw: RawRequest, limits: Limits) -> Call:
     """A v2 request (JSON, or JSON + binary part) -> its `Call`, or a 400."""
     if raw.headers.get("explain", "False") != "False":
         raise RequestError("unsupported", "body", "explain is not supported")
+    if raw.content_type in FORM_TYPES:  # the frontend has taken the body apart as a form
+        raise RequestError(
+            "unsupported_media_type",
+            "body",
+            f"got a body of type {raw.content_type}; send the JSON with 'Content-Type: "
+            "application/json', or JSON + binary tensors with application/octet-stream",
+        )
     body, length = raw.body, _header_length(raw.headers.get(HEADER_LENGTH))
     if isinstance(body, str):
         body = body.encode("utf-8")
@@ -130,6 +137,11 @@ def read_call(raw: RawRequest, limits: Limits) -> Call:
         req = _validate(InferRequest.model_validate_json, bytes(body[:split]))
         binary = memoryview(body)[split:]
     params = dict(req.parameters)
+    for name, value in params.items():
+        if not isinstance(value, bool | int | float | str):
+            raise RequestError(
+                "invalid_field", f"parameter '{name}'", "must be a boolean, number or string"
+            )
     binary_output = params.pop(BINARY_OUTPUT, False)
     if not isinstance(binary_output, bool):
         raise RequestError("invalid_field", f"parameter '{BINARY_OUTPUT}'", "must be a boolean")
@@ -228,20 +240,28 @@ def _read_data(data: list, dtype: np.dtype, shape: list[int], count: int, field:
         raise RequestError(
             "wrong_shape", field, f"data has {arr.size} values; shape {shape} needs {count}"
         )
-    kinds = "iuf" if dtype.kind == "f" else "iu"
-    if count and arr.dtype.kind not in kinds:
-        want = "numbers" if dtype.kind == "f" else "integers"
-        raise RequestError("invalid_field", field, f"data must be {want} ({dtype.name})")
-    if dtype.kind in "iu" and count:
-        info = np.iinfo(dtype)
-        lo, hi = arr.min(), arr.max()
-        if lo < info.min or hi > info.max:
-            bad = lo if lo < info.min else hi
-            raise RequestError(
-                "out_of_range", field, f"value {bad} is outside {dtype.name}'s range"
-            )
-    out = arr.astype(dtype).reshape(shape)
-    return _check_finite(out, field)
+    if not count:
+        return np.zeros(shape, dtype=dtype)
+    if dtype.kind == "f":
+        if arr.dtype.kind not in "iuf":
+            raise RequestError("invalid_field", field, f"data must be numbers ({dtype.name})")
+        with np.errstate(over="ignore"):  # past float32's range: infinity, answered below
+            out = arr.astype(dtype).reshape(shape)
+        return _check_finite(out, field)
+    # integers, exactly and in range; numpy reads ints past int64 as floats or objects,
+    # so those (rare: UINT64's top half) are checked as the Python ints JSON gave
+    values = arr if arr.dtype.kind in "iu" else np.asarray(data, dtype=object).ravel().tolist()
+    if arr.dtype.kind in "iu":
+        lo, hi = int(arr.min()), int(arr.max())
+    elif arr.dtype.kind in "fO" and all(type(v) is int for v in values):
+        lo, hi = min(values), max(values)
+    else:
+        raise RequestError("invalid_field", field, f"data must be integers ({dtype.name})")
+    info = np.iinfo(dtype)
+    if lo < info.min or hi > info.max:
+        bad = lo if lo < info.min else hi
+        raise RequestError("out_of_range", field, f"value {bad} is outside {dtype.name}'s range")
+    return np.asarray(values, dtype=dtype).reshape(shape)
 
 
 def _check_finite(arr: np.ndarray, field: str) -> np.ndarray:

@@ -19,9 +19,6 @@ from handlers.schemas import _STRICT, EncodeRequest, SampleRequest
 MAX_RANK = 8  # no tensor of ours has more than 4 dimensions; this bounds the header's work
 MAX_TENSORS = 16  # inputs or outputs named in one request (ours take at most 3)
 
-# A parameter value: the protocol allows bool, number or string.
-ParameterValue = bool | int | float | str
-
 
 class InputParameters(BaseModel):
     model_config = _STRICT
@@ -53,7 +50,8 @@ class RequestedOutput(BaseModel):
 class InferRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
     id: str | None = None
-    parameters: dict[str, ParameterValue] = Field(default_factory=dict, max_length=32)
+    # values: bool, number or string (checked by handlers.v2_read, naming the parameter)
+    parameters: dict[str, Any] = Field(default_factory=dict, max_length=32)
     inputs: list[InputTensor] = Field(default_factory=list, max_length=MAX_TENSORS)
     outputs: list[RequestedOutput] | None = Field(default=None, max_length=MAX_TENSORS)
 

@@ -235,3 +235,49 @@ def test_preparsed_json_bodies_work_too(services):
     ]
     _, (r,) = read_response(service.predict(batch))
     assert r["status"] == 200 and json.loads(r["body"])["seed"] == 1
+
+
+def kserve_request(i: int, body: bytes, headers: dict[str, str]) -> dict:
+    """A request on TorchServe's KServe route: the frontend adds `explain`, no `url_path`."""
+    frame = wire_request(i, body, headers.pop("Content-Type", "application/octet-stream"))
+    frame["headers"] += [{"name": b"explain", "value": b"False"}]
+    frame["headers"] += [{"name": k.encode(), "value": v.encode()} for k, v in headers.items()]
+    return frame
+
+
+def test_v2_binary_and_json_api_requests_in_one_batch(services):
+    """A binary v2 answer keeps its bytes, content type and header length through
+    TorchServe's framing; the /predictions request beside it is the JSON API."""
+    service, _ = services["encode"]
+    pixels_u8 = bytes(range(256)) * 3 + bytes(16)  # 784 bytes: one 28 x 28 image
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1, 28, 28],
+                    "datatype": "UINT8",
+                    "parameters": {"binary_data_size": 784},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    predictions = wire_request(1, json.dumps({"instances": pixels(1)}).encode())
+    predictions["headers"] += [{"name": b"url_path", "value": b""}]
+    batch = [
+        kserve_request(0, head + pixels_u8, {"Inference-Header-Content-Length": str(len(head))}),
+        predictions,
+        kserve_request(2, b'{"inputs": []}', {"Content-Type": "application/json"}),
+    ]
+    code, (v2, js, bad) = read_response(service.predict(batch))
+    assert code == 200 and [r["status"] for r in (v2, js, bad)] == [200, 200, 400]
+    assert v2["content_type"] == "application/octet-stream"
+    split = int(v2["headers"]["Inference-Header-Content-Length"])
+    answer = json.loads(v2["body"][:split])
+    assert answer["model_name"] == "tiny-vae-encode"
+    sizes = [o["parameters"]["binary_data_size"] for o in answer["outputs"]]
+    assert sizes == [4 * LATENT, 4 * LATENT] and len(v2["body"]) == split + sum(sizes)
+    assert js["content_type"] == "application/json"
+    assert len(json.loads(js["body"])["predictions"]) == 1
+    assert json.loads(bad["body"]) == {"error": "input 'image': is missing"}

@@ -62,3 +62,24 @@ def rejects(code: str, field: str, fn, *args) -> RequestError:
     assert (err.code, err.field) == (code, field), err.body()
     assert err.status == 400
     return err
+
+
+def v2_request(header: dict, binary: bytes = b"", **headers: str) -> RawRequest:
+    """A v2 request as the adapter builds it from the KServe route: the JSON header,
+    then `binary` (with `Inference-Header-Content-Length` when there is any)."""
+    head = json.dumps(header).encode()
+    http = {"explain": "False", **{k.replace("_", "-"): v for k, v in headers.items()}}
+    if binary:
+        http.setdefault("inference-header-content-length", str(len(head)))
+    content_type = "application/octet-stream" if binary else "application/json"
+    return RawRequest(head + binary, content_type, "v2", http)
+
+
+def binary_input(name: str, arr: np.ndarray, datatype: str) -> dict:
+    """An input tensor of the binary extension (its bytes go after the header)."""
+    return {
+        "name": name,
+        "shape": list(arr.shape),
+        "datatype": datatype,
+        "parameters": {"binary_data_size": arr.nbytes},
+    }
