@@ -4,9 +4,10 @@
 
 One run measures, in this order, with nothing else of ours running:
 
-1. compute ceiling: in-process TorchScript items/s of the encoder and decoder at
-   batch 1, 8 (a dynamic batch of single images) and 64, with 1 torch thread
-   (what one worker gets: `cpu_threads` 1) and with every core;
+1. compute ceiling: in-process TorchScript items/s and the median time of one call
+   (the model's own time) of the encoder and decoder at batch 1, 8 (a dynamic
+   batch of single images) and 64, with 1 torch thread (what one worker gets:
+   `cpu_threads` 1), with each operation's workers x threads, and every core;
 2. cold start: seconds from starting TorchServe with what `make serve` loads
    (every shipped model, three archives each) until every worker is READY;
 3. then one bench TorchServe on free loopback ports with the model's three
@@ -16,16 +17,21 @@ One run measures, in this order, with nothing else of ours running:
    encode returns for 1 and 64 images;
    on it, closed-loop load (`loadtests/httpgen.py`) at several concurrencies:
    encode of 1 and of 64 images (service and no-op framework ceiling), decode
-   of 1 and 64 latents, sample of 1 and 64 images; dynamic batching on versus
-   off at concurrency 32; and a worker kill under load (recovery time).
+   of 1 and 64 latents, sample of 1 and 64 images; the same three operations on
+   the Open Inference Protocol with binary tensors (`/v2/models/<archive>/infer`);
+   dynamic batching on versus off at concurrency 32; and a worker kill under load
+   (recovery time).
 
 It writes `<out>/bench-<timestamp>.json`, `.md` and `.png` (drawn by
 `loadtests/benchreport.py`; the plan and its load points are in
 `loadtests/benchpoints.py`, the bench server's archives and metrics in
 `loadtests/benchserver.py`), and copies them to `<out>/latest.{json,md}` and
 `docs/figures/bench.png` (what docs/performance.md shows).
-Payloads are Fashion-MNIST test images as base64 PNG in JSON, as clients send
-them; every answer is checked (status and item count), so errors are counted.
+Payloads are Fashion-MNIST test images (and their codes) as base64 PNG in JSON and
+as binary v2 tensors, as clients send them; every answer is checked (status and item
+count; for v2 the declared outputs, shapes and binary sizes), so errors are counted.
+The targets and the peers' figures they compare with: `loadtests/benchtargets.py`,
+`loadtests/benchpeers.py`.
 """
 
 from __future__ import annotations
@@ -44,8 +50,9 @@ import numpy as np
 from handlers.options import HandlerOptions
 from loadtests import chaos, compute, payloads
 from loadtests.benchpoints import Plan, load_points
-from loadtests.benchreport import TARGETS, compute_threads, markdown, met, plot, ratios
+from loadtests.benchreport import markdown, plot
 from loadtests.benchserver import build_noop, build_unbatched, machine, reference_reply
+from loadtests.benchtargets import TARGETS, met, op_threads, ratios
 from loadtests.httpgen import cpu_seconds_self, machine_busy_seconds
 from paths import FIGURES, LOADTEST_RESULTS, SHIPPED_MODELS, STORE
 from serving.archive import WorkerConfig
@@ -111,13 +118,16 @@ def run(model: str, plan: Plan, worker: WorkerConfig, log=print) -> dict:
     if busy > 0.25:
         log(f"WARNING: {busy:.2f} cores busy before the run: the numbers will be low and noisy")
     log(f"compute ceiling of {model} (in-process TorchScript)")
-    threads = tuple(sorted({1, compute_threads(result), cores}))
+    served = {op_threads(result, op) for op in ("encode", "decode", "sample")}
+    one_worker = result["worker"]["handler"]["cpu_threads"]  # a lone request's threads
+    threads = tuple(sorted({1, one_worker, cores} | served))
     comp = compute.ceilings(STORE / model, plan.batches, threads, plan.compute_seconds)
-    result["compute"] = {
-        mod: {str(t): {str(b): v for b, v in by_b.items()} for t, by_b in by_t.items()}
-        for mod, by_t in comp.items()
-    }
-    log(json.dumps(result["compute"]))
+    for key, name in (("items_per_s", "compute"), ("p50_ms", "compute_p50_ms")):
+        result[name] = {
+            mod: {str(t): {str(b): v for b, v in by_b.items()} for t, by_b in by_t.items()}
+            for mod, by_t in comp[key].items()
+        }
+    log(json.dumps(result["compute"]) + " items/s; " + json.dumps(result["compute_p50_ms"]) + " ms")
     with tempfile.TemporaryDirectory(prefix="latentserve-bench-") as tmpdir:
         tmp = Path(tmpdir)
         result["cold_start"] = cold_start(tmp, worker, log)

@@ -1,22 +1,25 @@
 """The load points of `make bench`: its plan, the payloads and answer checks, and running them.
 
 `load_points` runs every point of the `Plan` against the bench server with the
-closed-loop generator (`loadtests/httpgen.py`): encode of 1 and of `big`
-images (the service and the no-op framework ceiling), decode and sample, and
-dynamic batching on versus off. Every archive first gets a few seconds of
+closed-loop generator (`loadtests/httpgen.py`): on the JSON API, encode of 1
+and of `big` images (the service and the no-op framework ceiling), decode and
+sample, and dynamic batching on versus off; on the Open Inference Protocol
+with binary tensors (`v2 ...` rows, `/v2/models/<archive>/infer`), encode,
+decode and sample of 1 and `big` items. Every archive first gets a few seconds of
 unrecorded load (the frontend's JIT), and every answer is checked cheaply (keys
 counted, not parsed), so errors are counted.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from loadtests import compute, payloads
 from loadtests.benchserver import timing
-from loadtests.httpgen import run_point
+from loadtests.httpgen import Check, run_point
 from paths import STORE
 from serving.query import scrape
 from serving.server import RunningServer
@@ -24,12 +27,23 @@ from serving.server import RunningServer
 
 @dataclass(frozen=True)
 class Plan:
-    encode1_c: tuple[int, ...] = (1, 4, 16, 32, 64)
+    encode1_c: tuple[int, ...] = (1, 4, 8, 16, 32, 64)
     # 64-image requests: 16 clients are exactly 2 encode workers x batchSize 8 in
     # service at once (a worker idles while its clients send their next request);
     # at 32 a queue keeps both busy
     encode64_c: tuple[int, ...] = (1, 4, 16, 32)
     other_c: tuple[int, ...] = (1, 8, 32)
+    # binary v2 rows: (operation, items per request, concurrencies). 1, 8, 32 clients for one
+    # item and 1, 4, 16 for 64 are issue 11's table (the peers' figures); 8 and more clients
+    # are where the binary ceiling targets hold; a lone request (1 client) is the latency target.
+    v2: tuple[tuple[str, int, tuple[int, ...]], ...] = (
+        ("encode", 1, (1, 8, 32)),
+        ("encode", 64, (1, 4, 8, 16, 32)),
+        ("decode", 1, (1, 8, 32)),
+        ("decode", 64, (1, 4, 8, 16, 32)),
+        ("sample", 1, (1, 8, 32)),
+        ("sample", 64, (1, 8, 32)),
+    )
     batch_c: int = 32
     big: int = 64
     duration: float = 6.0
@@ -44,17 +58,50 @@ class Plan:
     @classmethod
     def quick(cls) -> Plan:
         """A functional check of the harness (numbers too short to quote)."""
-        return cls((1, 16), (4,), (8,), 32, 64, 2.0, 0.5, 0.5, jit_warmup=1.0)
+        v2 = (("encode", 1, (1,)), ("encode", 64, (1, 8)), ("decode", 1, (1,)))
+        v2 += (("decode", 64, (8,)), ("sample", 1, (1,)), ("sample", 64, (8,)))
+        return cls((1, 16), (4,), (8,), v2, 32, 64, 2.0, 0.5, 0.5, jit_warmup=1.0)
 
     @classmethod
     def targets(cls) -> Plan:
-        """Only the points the targets need, at the concurrencies that saturate."""
-        return cls((16, 32, 64), (16, 32), (), 32, 64, 5.0, 1.5, 2.0)
+        """Only the points the targets need: the saturating ones, the lone ones, the peers'."""
+        v2 = (("encode", 1, (1, 8, 32)), ("encode", 64, (1, 4, 8, 16, 32)))
+        v2 += (("decode", 1, (1,)), ("decode", 64, (8, 16, 32)), ("sample", 1, (1,)))
+        return cls((1, 8, 32, 64), (1, 4, 16, 32), (), v2, 32, 64, 5.0, 1.5, 2.0)
+
+    def points(self) -> list[tuple[str, str, int, int]]:
+        """(label, kind, items per request, clients) of every load point, in run order."""
+        big, out = self.big, []
+
+        def add(kind: str, items: int, c: int) -> None:
+            out.append((label(kind, items), kind, items, c))
+
+        for c in self.encode1_c:
+            add("noop", 1, c)
+            add("encode", 1, c)
+        for c in self.encode64_c:
+            add("noop", big, c)
+            add("encode", big, c)
+        for c in self.other_c:
+            for k in (1, big):
+                add("decode", k, c)
+                add("sample", k, c)
+        for op, k, concurrencies in self.v2:
+            for c in concurrencies:
+                add(f"v2 {op}", k, c)
+        add("batching off", 1, self.batch_c)
+        add("batching on", 1, self.batch_c)
+        return out
+
+
+def label(kind: str, items: int) -> str:
+    """`encode x64`, `v2 sample n=1`, `batching on x1`: the report's row labels."""
+    return f"{kind} {'n=' if kind.endswith('sample') else 'x'}{items}"
 
 
 # ---- checks of answers (cheap: counted keys, not parsed) --------------------------
 def counts(key: bytes, items: int):
-    def check(status: int, body: bytes) -> str | None:
+    def check(status: int, body: bytes, headers: dict) -> str | None:
         if status != 200:
             return f"HTTP {status}: {body[:160]!r}"
         got = body.count(key)
@@ -64,7 +111,7 @@ def counts(key: bytes, items: int):
 
 
 def exact_length(n: int):
-    def check(status: int, body: bytes) -> str | None:
+    def check(status: int, body: bytes, headers: dict) -> str | None:
         if status != 200:
             return f"HTTP {status}"
         return None if len(body) == n else f"{len(body)} bytes, expected {n}"
@@ -72,12 +119,27 @@ def exact_length(n: int):
     return check
 
 
+def v2_answer(items: int, outputs: dict[str, str]):
+    """The v2 answer check (`payloads.check_v2`) of `items` items with `outputs`."""
+
+    def check(status: int, body: bytes, headers: dict) -> str | None:
+        return payloads.check_v2(status, body, headers, items, outputs)
+
+    return check
+
+
+def v2_outputs(model: str) -> dict[str, dict[str, str]]:
+    """Each operation's outputs {name: datatype}, as the v2 contract names them."""
+    vae = json.loads((STORE / model / "manifest.json").read_text())["kind"] == "vae"
+    encode = {"z_mean": "FP32", "z_log_var": "FP32"} if vae else {"z_mean": "FP32"}
+    return {"encode": encode, "decode": {"image": "UINT8"}, "sample": {"image": "UINT8"}}
+
+
 def load_points(server: RunningServer, model: str, plan: Plan, names: dict, log) -> list[dict]:
     metrics_url = server.metrics_url
     pids = server.all_pids()
     dim_latents = payloads.test_images()[:512]
     big = plan.big
-    enc = {k: payloads.encode_pool(k, 32, seed=k) for k in (1, big)}
     # decode gets the codes of real test images, computed in-process by the encoder
     encoder = compute.load(STORE / model, "encoder.pt")
     import torch
@@ -85,63 +147,72 @@ def load_points(server: RunningServer, model: str, plan: Plan, names: dict, log)
     with torch.inference_mode():
         out = encoder(torch.from_numpy(dim_latents.astype(np.float32) / 255.0)[:, None])
     latents = (out[0] if isinstance(out, tuple) else out).numpy()
-    dec = {k: payloads.decode_pool(latents, k, 32, seed=k) for k in (1, big)}
-    smp = {k: payloads.sample_pool(k, 32, seed=k) for k in (1, big)}
-    noop_len = names["noop_len"]
+    enc = {k: payloads.encode_pool(k, 32, seed=k) for k in (1, big)}
+    json_pools = {
+        "decode": {k: payloads.decode_pool(latents, k, 32, seed=k) for k in (1, big)},
+        "sample": {k: payloads.sample_pool(k, 32, seed=k) for k in (1, big)},
+    }
+    v2_pools = {
+        "encode": lambda k: payloads.v2_encode_pool(k, 32, seed=k),
+        "decode": lambda k: payloads.v2_decode_pool(latents, k, 32, seed=k),
+        "sample": lambda k: payloads.v2_sample_pool(k, 32, seed=k),
+    }
+    made: dict = {}  # one v2 pool per (operation, items), shared by its points
+    outputs, noop_len, z_mean = v2_outputs(model), names["noop_len"], b'"z_mean"'
 
-    plan_rows = []  # (label, archive, pool, items, check, concurrency)
-    for c in plan.encode1_c:
-        plan_rows.append(("noop x1", names["noop1"], enc[1], 1, exact_length(noop_len[1]), c))
-        plan_rows.append(("encode x1", f"{model}-encode", enc[1], 1, counts(b'"z_mean"', 1), c))
-    for c in plan.encode64_c:
-        plan_rows.append(
-            (f"noop x{big}", names["noop64"], enc[big], big, exact_length(noop_len[big]), c)
-        )
-        plan_rows.append(
-            (f"encode x{big}", f"{model}-encode", enc[big], big, counts(b'"z_mean"', big), c)
-        )
-    for c in plan.other_c:
-        for k in (1, big):
-            plan_rows.append(
-                (f"decode x{k}", f"{model}-decode", dec[k], k, counts(b'"image_b64"', k), c)
-            )
-            plan_rows.append(
-                (f"sample n={k}", f"{model}-sample", smp[k], k, counts(b'"image_b64"', k), c)
-            )
-    c = plan.batch_c
-    plan_rows.append(("batching off x1", names["b1"], enc[1], 1, counts(b'"z_mean"', 1), c))
-    plan_rows.append(("batching on x1", f"{model}-encode", enc[1], 1, counts(b'"z_mean"', 1), c))
+    def route(kind: str, k: int) -> tuple[str, str | None, payloads.PayloadPool, Check]:
+        """A point's archive, path (None: the JSON API's), payloads and answer check."""
+        if kind == "noop":
+            noop = names["noop1" if k == 1 else "noop64"]
+            return noop, None, enc[k], exact_length(noop_len[k])
+        if kind == "batching off":
+            return names["b1"], None, enc[1], counts(z_mean, 1)
+        if kind in ("encode", "batching on"):
+            return f"{model}-encode", None, enc[k], counts(z_mean, k)
+        if kind in json_pools:
+            return f"{model}-{kind}", None, json_pools[kind][k], counts(b'"image_b64"', k)
+        op = kind.removeprefix("v2 ")
+        archive = f"{model}-{op}"
+        if (op, k) not in made:
+            made[op, k] = v2_pools[op](k)
+        return archive, payloads.v2_path(archive), made[op, k], v2_answer(k, outputs[op])
+
+    rows = []  # (label, archive, path, pool, items, check, concurrency)
+    for name, kind, k, c in plan.points():
+        archive, path, pool, check = route(kind, k)
+        rows.append((name, archive, path or f"/predictions/{archive}", pool, k, check, c))
 
     warmed = set()
-    for label, archive, pool, items, check, _ in plan_rows:
-        if (archive, items) not in warmed:
-            warmed.add((archive, items))
-            log(f"JIT warm-up: {label} ({archive}), {plan.jit_warmup:g} s at 32 clients")
-            path = f"/predictions/{archive}"
-            warm = run_point(server.url, path, pool.next, 32, plan.jit_warmup, 0.0, items, check)
+    for name, _, path, pool, items, check, _ in rows:
+        if (path, items) not in warmed:  # the v2 route is its own code in the frontend
+            warmed.add((path, items))
+            log(f"JIT warm-up: {name} ({path}), {plan.jit_warmup:g} s at 32 clients")
+            warm = run_point(
+                server.url, path, pool.next_request, 32, plan.jit_warmup, 0.0, items, check
+            )
             if warm.errors:
-                raise RuntimeError(f"warm-up of {archive} failed: {warm.error_samples}")
+                raise RuntimeError(f"warm-up of {path} failed: {warm.error_samples}")
 
     results = []
-    for i, (label, archive, pool, items, check, conc) in enumerate(plan_rows, 1):
+    for i, (name, archive, path, pool, items, check, conc) in enumerate(rows, 1):
         before = scrape(metrics_url)
         point = run_point(
             server.url,
-            f"/predictions/{archive}",
-            pool.next,
+            path,
+            pool.next_request,
             conc,
             plan.duration,
             plan.warmup,
             items_per_request=items,
             check=check,
             server_pids=pids,
-            label=label,
+            label=name,
         )
-        row = point.to_dict() | {"archive": archive}
+        row = point.to_dict() | {"archive": archive, "path": path}
         row["timing"] = timing(before, scrape(metrics_url), archive)
         results.append(row)
         log(
-            f"[{i:2d}/{len(plan_rows)}] {label:16s} c={conc:<3d} {point.req_per_s:8.1f} req/s "
+            f"[{i:2d}/{len(rows)}] {name:16s} c={conc:<3d} {point.req_per_s:8.1f} req/s "
             f"{point.items_per_s:9.1f} items/s  p50 {point.p50_ms:7.1f}  p99 {point.p99_ms:7.1f} ms"
             f"  err {point.errors}  client {point.client_cpu:.2f} / server "
             f"{point.server_cpu:.2f} cores"

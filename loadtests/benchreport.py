@@ -1,4 +1,4 @@
-"""`make bench`'s results: the target ratios, the markdown report and the plot.
+"""`make bench`'s report: the markdown and the plot (the targets are in `benchtargets.py`).
 
 Everything here is a function of the result dict that `loadtests/bench.py`
 measures (and writes as JSON), so a report can be redrawn from a saved run.
@@ -8,99 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TARGETS = {
-    "encode64_vs_compute": 0.50,  # service items/s at 64 images per request / compute at batch 64
-    "encode1_vs_noop": 0.85,  # single-image req/s / no-op req/s, same payload and concurrency
-    "batching_on_vs_off": 1.30,  # req/s with the shipped batching / batchSize 1, concurrency 32
-    "cold_start_s": 20.0,  # start -> every worker READY (what make serve loads)
-    "worker_kill_recovery_s": 10.0,  # kill -> the service answers right again
-}
-SATURATED = 0.8  # a point whose machine CPU is above this share of the cores is CPU-bound
-
-
-def pick(rows: list[dict], label: str, c: int | None = None) -> list[dict]:
-    return [r for r in rows if r["label"] == label and (c is None or r["concurrency"] == c)]
-
-
-def compute_threads(result: dict) -> int:
-    """The CPU the served encode has: its workers x torch threads each (<= the cores)."""
-    w = result["worker"]
-    return min(result["machine"]["cores"], w["encode_workers"] * w["handler"]["cpu_threads"])
-
-
-def cpu_us_per_request(point: dict) -> float:
-    """Busy CPU of the whole machine (server, client, anything) per answered request."""
-    return point["machine_cpu"] / point["req_per_s"] * 1e6 if point["req_per_s"] else float("nan")
-
-
-def encode1_bound(result: dict, noop: dict) -> float | None:
-    """The best single-image ratio any handler could reach at this point.
-
-    When the no-op point is CPU-bound, the service needs at least the no-op's
-    CPU per request plus the model's own compute per item at the dynamic batch
-    size (in-process, one thread: a worker's setting). Even with free input
-    decoding and output encoding its ratio to the no-op cannot exceed
-    noop / (noop + model). None when the no-op point is not CPU-bound (then the
-    batching delay, not the CPU, sets both).
-    """
-    if noop["machine_cpu"] < SATURATED * result["machine"]["cores"]:
-        return None
-    batch = str(result["worker"]["batch_size"])
-    per_item = result["compute"]["encoder"]["1"].get(batch)
-    if not per_item:
-        return None
-    noop_us, model_us = cpu_us_per_request(noop), 1e6 / per_item
-    return noop_us / (noop_us + model_us)
-
-
-def ratios(result: dict, big: int, batch_c: int, encode1_c: tuple[int, ...]) -> dict:
-    rows = result["points"]
-    threads = compute_threads(result)
-    ceiling64 = result["compute"]["encoder"][str(threads)][str(big)]
-    enc64 = max(pick(rows, f"encode x{big}"), key=lambda r: r["items_per_s"])
-    per_c, bounds = {}, {}
-    for c in encode1_c:
-        svc, noop = pick(rows, "encode x1", c)[0], pick(rows, "noop x1", c)[0]
-        per_c[c] = svc["req_per_s"] / noop["req_per_s"] if noop["req_per_s"] else float("nan")
-        bounds[c] = encode1_bound(result, noop)
-    on = pick(rows, "batching on x1", batch_c)[0]
-    off = pick(rows, "batching off x1", batch_c)[0]
-    kill = result["worker_kill"]
-    cores = str(result["machine"]["cores"])
-    return {
-        "encode64_vs_compute": {
-            "value": enc64["items_per_s"] / ceiling64,
-            "service_items_per_s": enc64["items_per_s"],
-            "at_concurrency": enc64["concurrency"],
-            "compute_items_per_s": ceiling64,
-            "compute_threads": threads,
-            "compute_all_cores_items_per_s": result["compute"]["encoder"][cores][str(big)],
-            "vs_one_thread": enc64["items_per_s"] / result["compute"]["encoder"]["1"][str(big)],
-        },
-        "encode1_vs_noop": {
-            "value": min(per_c.values()),
-            "per_concurrency": per_c,
-            "bound_per_concurrency": bounds,
-            "peak_ratio": max(r["req_per_s"] for r in pick(rows, "encode x1"))
-            / max(r["req_per_s"] for r in pick(rows, "noop x1")),
-        },
-        "batching_on_vs_off": {
-            "value": on["req_per_s"] / off["req_per_s"],
-            "on_req_per_s": on["req_per_s"],
-            "off_req_per_s": off["req_per_s"],
-            "on_p99_ms": on["p99_ms"],
-            "off_p99_ms": off["p99_ms"],
-        },
-        "cold_start_s": {"value": result["cold_start"]["seconds"]},
-        "worker_kill_recovery_s": {"value": kill["recovery_s"]},
-    }
-
-
-def met(name: str, value: float | None) -> bool:
-    if value is None or value != value:
-        return False
-    goal = TARGETS[name]
-    return value <= goal if name.endswith("_s") else value >= goal
+from loadtests.benchpeers import peers_markdown
+from loadtests.benchtargets import (
+    MANY_CLIENTS,
+    TARGETS,
+    compute_threads,
+    cpu_us_per_request,
+    met,
+    pick,
+)
 
 
 # ---- markdown -------------------------------------------------------------------------
@@ -111,6 +27,10 @@ def _fmt(v: float | None, digits: int = 1) -> str:
 def _other(p: dict) -> float:
     """Cores used by processes that are neither the server nor the load generator."""
     return max(0.0, p["machine_cpu"] - p["server_cpu"] - p["client_cpu"])
+
+
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f} ms"
 
 
 def _num(v: float | None) -> str:
@@ -154,6 +74,7 @@ def target_rows(result: dict) -> list[tuple[str, str, str]]:
             f"c={result['plan']['batch_c']})",
             f">= {TARGETS['batching_on_vs_off']:.2f}x",
         ),
+        *v2_target_rows(result),
         (
             "cold_start_s",
             f"{r['cold_start_s']['value']:.1f} s ({result['cold_start']['workers']} workers)",
@@ -168,6 +89,53 @@ def target_rows(result: dict) -> list[tuple[str, str, str]]:
     ]
 
 
+def v2_target_rows(result: dict) -> list[tuple[str, str, str]]:
+    """issue 11's targets: lone-request latency, the binary ceilings, the peers."""
+    r, big = result["ratios"], result["plan"]["big"]
+    t = result["worker"]["handler"]["cpu_threads"]
+    l1, l64 = r["lone1_p50_over_model_ms"], r["lone64_v2_encode_p50_over_model_ms"]
+    rows = [
+        (
+            "lone1_p50_over_model_ms",
+            f"{_ms(l1['value'])} (worst: {l1['worst'] or 'none measured'}; p50 - model: "
+            + ", ".join(
+                f"{k} {v['p50_ms']:.2f} - {v['model_ms']:.2f}" for k, v in l1["rows"].items()
+            )
+            + f" ms; model in-process at batch 1, {t} thread)",
+        ),
+        (
+            "lone64_v2_encode_p50_over_model_ms",
+            f"{_ms(l64['value'])} (v2 encode x{big} at c=1: p50 {_ms(l64['p50_ms'])} "
+            f"- {l64['model_ms']:.2f} ms in-process at batch {big}, {t} thread)",
+        ),
+    ]
+    for op in ("encode", "decode"):
+        v = r[f"v2_{op}64_vs_compute"]
+        per_c = ", ".join(f"c{c}: {x:.2f}" for c, x in v["per_concurrency"].items())
+        rows.append(
+            (
+                f"v2_{op}64_vs_compute",
+                f"{_fmt(v['value'], 2)} (lowest at >= {MANY_CLIENTS} clients; {per_c or 'none'}; "
+                f"/ {v['compute_items_per_s']:.0f} items/s in-process, batch {big}, "
+                f"{v['compute_threads']} thread(s) = {op} workers x cpu_threads)",
+            )
+        )
+    for name, what in (("json_vs_best_peer", "the best JSON peer"), ("v2_vs_triton", "Triton")):
+        rows.append(
+            (
+                name,
+                f"{_fmt(r[name]['value'], 2)} (lowest over issue 11's rows of ours / {what}; "
+                "see 'Against the peers')",
+            )
+        )
+    return [(name, text, _goal(name)) for name, text in rows]
+
+
+def _goal(name: str) -> str:
+    goal = TARGETS[name]
+    return f"<= {goal:g} ms" if name.endswith("_ms") else f">= {goal:.2f}"
+
+
 def markdown(result: dict) -> str:
     m, plan = result["machine"], result["plan"]
     lines = [
@@ -178,8 +146,10 @@ def markdown(result: dict) -> str:
         f"Command: `{result['command']}` ({result['seconds']:.0f} s). Model: "
         f"`{result['model']}`; archive settings"
         f"{' (a VARIANT, not the shipped ones)' if result.get('variant_of_shipped_config') else ''}"
-        f": {settings(result)}. Payloads: Fashion-MNIST test images as base64 PNG in JSON; "
-        f"every answer checked. Cores busy before the run: {result['busy_cores_before']:.2f}.",
+        f": {settings(result)}. Payloads: Fashion-MNIST test images and their codes, as base64 "
+        "PNG in JSON (the JSON API's rows) and as binary tensors (the `v2` rows: the Open "
+        "Inference Protocol, UINT8 images, FP32 codes, binary outputs); every answer checked. "
+        f"Cores busy before the run: {result['busy_cores_before']:.2f}.",
         "",
         "## Targets (ratios from this run)",
         "",
@@ -191,27 +161,34 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name} | {measured} | {goal} | {'yes' if ok else 'NO'} |")
     lines += [
         "",
+        "A target marked n/a was not measured by this plan (`--quick` measures too few points).",
         "`bound` is the most any handler could reach at a CPU-bound point: the no-op's "
         "CPU per request plus the model's own compute per item at the dynamic batch size "
         f"(batch {result['worker']['batch_size']}, one thread), against the no-op alone.",
         "",
-        "## Compute ceiling (in-process TorchScript, items/s)",
+        "## Compute ceiling (in-process TorchScript, items/s and ms per call)",
         "",
         "| module | torch threads | " + " | ".join(f"batch {b}" for b in plan["batches"]) + " |",
         "| --- | --- | " + " | ".join("---" for _ in plan["batches"]) + " |",
     ]
+    p50 = result["compute_p50_ms"]
     for mod in ("encoder", "decoder"):
         for t, by_b in result["compute"][mod].items():
-            cells = " | ".join(f"{by_b[str(b)]:.0f}" for b in plan["batches"])
+            cells = " | ".join(
+                f"{by_b[str(b)]:.0f} ({p50[mod][t][str(b)]:.2f} ms)" for b in plan["batches"]
+            )
             lines.append(f"| {mod} | {t} | {cells} |")
+    lines += ["", "In brackets: the median time of one call (the model's own time).", ""]
+    lines += peers_markdown(result["ratios"]["json_vs_best_peer"]["rows"])
     lines += [
         "",
         "## Service at several concurrencies",
         "",
         f"Closed loop, each point {plan['duration']:g} s after {plan['warmup']:g} s warm-up. "
         "`no-op` is the framework ceiling: a handler that answers the same bytes without any "
-        f"work. CPU columns are in cores (of {m['cores']}); `CPU us/req` is the whole machine's "
-        "busy CPU per answered request; queue times from TorchServe's metrics.",
+        "work; `v2` rows are the Open Inference Protocol with binary tensors, the others "
+        f"the JSON API. CPU columns are in cores (of {m['cores']}); `CPU us/req` is the whole "
+        "machine's busy CPU per answered request; queue times from TorchServe's metrics.",
         "",
         "| endpoint | items/req | conc. | req/s | items/s | p50 ms | p95 ms | p99 ms | errors | "
         "req/batch | queue ms | CPU us/req | client CPU | server CPU | other CPU |",
@@ -282,15 +259,22 @@ def plot(result: dict, path: Path) -> None:
         (f"decode x{big}", "C2", "--"),
         ("sample n=1", "C4", "-"),
         (f"sample n={big}", "C4", "--"),
+        ("v2 encode x1", "C0", "-."),
+        (f"v2 encode x{big}", "C1", "-."),
+        ("v2 decode x1", "C2", "-."),
+        (f"v2 decode x{big}", "C2", (0, (5, 1, 1, 1, 1, 1))),
+        ("v2 sample n=1", "C4", "-."),
+        (f"v2 sample n={big}", "C4", (0, (5, 1, 1, 1, 1, 1))),
     ]
     for label, color, style in series:
         pts = sorted(pick(rows, label), key=lambda r: r["concurrency"])
         if not pts:
             continue
         xs = [p["concurrency"] for p in pts]
-        name = label.replace("noop", "no-op ceiling")
-        ax1.plot(xs, [p["items_per_s"] for p in pts], style, color=color, marker="o", label=name)
-        ax2.plot(xs, [p["p99_ms"] for p in pts], style, color=color, marker="o", label=name)
+        name = label.replace("noop", "no-op ceiling").replace("v2", "v2 binary")
+        mark = "s" if label.startswith("v2") else "o"
+        for ax, key in ((ax1, "items_per_s"), (ax2, "p99_ms")):
+            ax.plot(xs, [p[key] for p in pts], ls=style, color=color, marker=mark, label=name)
     t = compute_threads(result)
     comp = result["compute"]["encoder"][str(t)]
     where = f"encoder in-process, {t} thread{'s' if t > 1 else ''}"
@@ -306,7 +290,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel(unit)
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=7, loc="upper left", ncol=2)
+    ax1.legend(fontsize=6, loc="upper left", ncol=2)
     m = result["machine"]
     fig.suptitle(
         f"latentserve {result['model']}: {m['cores']} cores ({m['cpu']}), {result['started']}; "

@@ -10,7 +10,9 @@ Why not aiohttp or locust here: both parse and build much more per request
 (locust's FastHttpUser with gevent takes several times the CPU per request of
 this loop on this machine), and on a 2-core box every client cycle is taken
 from the server. The protocol subset needed against TorchServe is small:
-Content-Length or chunked bodies, keep-alive, `Connection: close`.
+Content-Length or chunked bodies, keep-alive, `Connection: close`, and the
+extra headers a request needs (the v2 binary bodies' Inference-Header-Content-Length),
+which each pre-built request carries with its body.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ import asyncio
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-Check = Callable[[int, bytes], str | None]  # (status, body) -> None or why it is wrong
+# (status, body, lower-case response headers) -> None, or why the answer is wrong
+Check = Callable[[int, bytes, dict[str, str]], str | None]
+# a pre-built request: its body and any headers it needs besides Host, Content-Length
+NextRequest = Callable[[], tuple[bytes, Mapping[str, str]]]
 
 
-def ok_200(status: int, body: bytes) -> str | None:
+def ok_200(status: int, body: bytes, headers: dict[str, str]) -> str | None:
     return None if status == 200 else f"HTTP {status}"
 
 
@@ -86,7 +91,7 @@ class Point:
         return asdict(self)
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, dict, bool]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
@@ -113,12 +118,17 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
         body = b"".join(chunks)
     else:  # body until close
         body, close = await reader.read(), True
-    return status, body, close
+    return status, body, headers, close
 
 
-def _request(host: str, port: int, path: str, body: bytes, content_type: str) -> bytes:
+def _request(
+    host: str, port: int, path: str, body: bytes, headers: Mapping[str, str], content_type: str
+) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    if "Content-Type" not in headers:
+        extra += f"Content-Type: {content_type}\r\n"
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}"
         f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
     )
     return head.encode("latin-1") + body
@@ -128,7 +138,7 @@ async def _client(
     host: str,
     port: int,
     path: str,
-    next_body: Callable[[], bytes],
+    next_request: NextRequest,
     content_type: str,
     check: Check,
     window: tuple[float, float],
@@ -144,9 +154,10 @@ async def _client(
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(host, port), timeout
                 )
-            writer.write(_request(host, port, path, next_body(), content_type))
-            status, body, close = await asyncio.wait_for(_read_response(reader), timeout)
-            reason = check(status, body)
+            payload, extra = next_request()
+            writer.write(_request(host, port, path, payload, extra, content_type))
+            status, body, headers, close = await asyncio.wait_for(_read_response(reader), timeout)
+            reason = check(status, body, headers)
             if close:
                 writer.close()
                 reader = writer = None
@@ -170,7 +181,7 @@ async def _client(
 def run_point(
     url: str,
     path: str,
-    next_body: Callable[[], bytes],
+    next_request: NextRequest,
     concurrency: int,
     duration: float,
     warmup: float = 1.0,
@@ -181,7 +192,11 @@ def run_point(
     label: str = "",
     timeout: float = 60.0,
 ) -> Point:
-    """Closed-loop load of `concurrency` connections; statistics over `duration` seconds."""
+    """Closed-loop load of `concurrency` connections; statistics over `duration` seconds.
+
+    `next_request` gives each request's body and extra headers (`PayloadPool.next_request`);
+    `content_type` is sent when those headers name none.
+    """
     host, port = url.removeprefix("http://").split(":")
     port = int(port)
     out: dict = {"lat": [], "errors": 0, "samples": []}
@@ -205,7 +220,16 @@ def run_point(
         await asyncio.gather(
             *(
                 _client(
-                    host, port, path, next_body, content_type, check, window, stop_at, out, timeout
+                    host,
+                    port,
+                    path,
+                    next_request,
+                    content_type,
+                    check,
+                    window,
+                    stop_at,
+                    out,
+                    timeout,
                 )  # fmt: skip
                 for _ in range(concurrency)
             )

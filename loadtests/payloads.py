@@ -3,6 +3,9 @@
 Shared by the locust scenarios, the benchmark and the reliability tests, so all
 of them send the same realistic traffic and count a wrong answer as a failure:
 a check returns None when the answer is right and a short reason otherwise.
+Two wires: the project's JSON API (`{"instances": ...}`, base64 PNG) and the
+Open Inference Protocol (KServe v2) with binary or JSON tensors, built exactly
+as tritonclient builds them (`v2_body`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import base64
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -68,10 +71,15 @@ def sample_body(n: int, seed: int, temperature: float = 1.0) -> bytes:
 
 @dataclass
 class PayloadPool:
-    """Pre-built bodies of `items` images each, cycled through by a load generator."""
+    """Pre-built bodies of `items` images each, cycled through by a load generator.
+
+    `headers[i]`, when given, are the HTTP headers body i needs besides its
+    length (the v2 bodies' Content-Type and Inference-Header-Content-Length).
+    """
 
     bodies: list[bytes]
     items: int
+    headers: list[dict[str, str]] = field(default_factory=list)
     _next: int = 0
 
     def next(self) -> bytes:
@@ -79,18 +87,27 @@ class PayloadPool:
         self._next += 1
         return body
 
+    def next_request(self) -> tuple[bytes, dict[str, str]]:
+        i = self._next % len(self.bodies)
+        self._next += 1
+        return self.bodies[i], self.headers[i] if self.headers else {}
+
+
+def _picks(total: int, items: int, count: int, seed: int, replace: bool) -> list[np.ndarray]:
+    """`count` index sets of `items` each; the same seed picks the same items on both wires."""
+    rng = np.random.default_rng(seed)
+    return [rng.choice(total, size=items, replace=replace) for _ in range(count)]
+
 
 def encode_pool(items: int, count: int = 32, seed: int = 0, fmt: str = "png") -> PayloadPool:
     """`count` distinct encode bodies of `items` random test images each."""
     images = test_images()
-    rng = np.random.default_rng(seed)
-    picks = [rng.choice(len(images), size=items, replace=False) for _ in range(count)]
+    picks = _picks(len(images), items, count, seed, replace=False)
     return PayloadPool([encode_body(images[p], fmt) for p in picks], items)
 
 
 def decode_pool(latents: np.ndarray, items: int, count: int = 32, seed: int = 0) -> PayloadPool:
-    rng = np.random.default_rng(seed)
-    picks = [rng.choice(len(latents), size=items, replace=True) for _ in range(count)]
+    picks = _picks(len(latents), items, count, seed, replace=True)
     return PayloadPool([decode_body(latents[p]) for p in picks], items)
 
 
@@ -140,3 +157,121 @@ def check_sample(answer: dict, n: int, seed: int | None = None) -> str | None:
     if reason is None and seed is not None and answer.get("seed") != seed:
         return f"seed {answer.get('seed')!r} != sent {seed}"
     return reason
+
+
+# ---- Open Inference Protocol (KServe v2) -----------------------------------------
+V2_HEADER = "Inference-Header-Content-Length"
+V2_DATATYPES = {
+    np.dtype(np.uint8): "UINT8",
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float64): "FP64",
+}
+V2_ITEMSIZE = {"UINT8": 1, "FP32": 4, "FP64": 8}
+
+
+def v2_path(archive: str) -> str:
+    return f"/v2/models/{archive}/infer"
+
+
+def v2_body(
+    inputs: dict[str, np.ndarray],
+    parameters: dict | None = None,
+    binary: bool = True,
+    binary_output: bool = True,
+) -> tuple[bytes, dict[str, str]]:
+    """A v2 inference request and its headers, laid out as tritonclient lays them out.
+
+    Binary inputs: the JSON header declares each input's `binary_data_size`, the raw
+    little-endian row-major tensors follow it, and the header's length goes in
+    Inference-Header-Content-Length. JSON inputs carry a flat `data` list.
+    `binary_output` asks for every output binary (`binary_data_output`, what
+    tritonclient sends when no outputs are named).
+    """
+    tensors, parts = [], []
+    for name, array in inputs.items():
+        tensor = {"name": name, "shape": list(array.shape), "datatype": V2_DATATYPES[array.dtype]}
+        if binary:
+            raw = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            parts.append(raw)
+        else:
+            tensor["data"] = array.ravel().tolist()
+        tensors.append(tensor)
+    params = dict(parameters or {})
+    if binary_output:
+        params["binary_data_output"] = True
+    request: dict = {"inputs": tensors}  # tritonclient sends "inputs": [] for no inputs
+    if params:
+        request["parameters"] = params
+    head = dumps(request)
+    if not parts:
+        return head, {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/octet-stream", V2_HEADER: str(len(head))}
+    return b"".join([head, *parts]), headers
+
+
+def _v2_pool(requests: list[tuple[bytes, dict[str, str]]], items: int) -> PayloadPool:
+    return PayloadPool([b for b, _ in requests], items, [h for _, h in requests])
+
+
+def v2_encode_pool(items: int, count: int = 32, seed: int = 0, binary: bool = True) -> PayloadPool:
+    """UINT8 [items, 28, 28] test images (the same picks as `encode_pool`'s for a seed)."""
+    images = test_images()
+    picks = _picks(len(images), items, count, seed, replace=False)
+    return _v2_pool([v2_body({"image": images[p]}, None, binary, binary) for p in picks], items)
+
+
+def v2_decode_pool(
+    latents: np.ndarray, items: int, count: int = 32, seed: int = 0, binary: bool = True
+) -> PayloadPool:
+    """FP32 [items, D] codes; the image comes back UINT8 (binary when `binary`)."""
+    picks = _picks(len(latents), items, count, seed, replace=True)
+    z = [np.asarray(latents[p], dtype=np.float32) for p in picks]
+    return _v2_pool([v2_body({"z": x}, None, binary, binary) for x in z], items)
+
+
+def v2_sample_pool(n: int, count: int = 32, seed: int = 0) -> PayloadPool:
+    """Parameters only (no inputs); the images come back binary UINT8."""
+    return _v2_pool([v2_body({}, {"n": n, "seed": seed + i}) for i in range(count)], n)
+
+
+def check_v2(
+    status: int, body: bytes, headers: dict[str, str], items: int, outputs: dict[str, str]
+) -> str | None:
+    """A v2 answer has exactly `outputs` ({name: datatype}), each `items` long.
+
+    Binary outputs (the header says where the JSON ends) must declare
+    shape x itemsize bytes and the body must be exactly the JSON plus those
+    bytes; JSON outputs must carry prod(shape) values. Cheap: only the small
+    JSON header is parsed, never the tensors. `headers` are lower-case.
+    """
+    if status != 200:
+        return f"HTTP {status}: {body[:160]!r}"
+    length = headers.get(V2_HEADER.lower())
+    try:
+        end = len(body) if length is None else int(length)
+        head = json.loads(body[:end])
+        answered = {o["name"]: o for o in head["outputs"]}
+    except (ValueError, KeyError, TypeError):
+        why = "" if length is not None else f" (and no {V2_HEADER} header)"
+        return f"not a v2 answer{why}: {body[:160]!r}"
+    if sorted(answered) != sorted(outputs):
+        return f"outputs {sorted(answered)}, expected {sorted(outputs)}"
+    binary = 0
+    for name, out in answered.items():
+        shape, datatype = out.get("shape"), out.get("datatype")
+        if datatype != outputs[name] or not shape or shape[0] != items:
+            return f"output {name}: {datatype} {shape}, expected {outputs[name]} [{items}, ...]"
+        count = math.prod(shape)
+        size = (out.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if size != count * V2_ITEMSIZE[datatype]:
+                return f"output {name}: binary_data_size {size} is not {shape} x {datatype}"
+            binary += size
+        elif not isinstance(out.get("data"), list) or len(out["data"]) != count:
+            return f"output {name}: neither binary nor {count} values of data"
+    if binary and length is None:
+        return f"binary outputs without the {V2_HEADER} header"
+    if len(body) != end + binary:
+        return f"{len(body)} bytes, expected {end} of JSON + {binary} binary"
+    return None
