@@ -85,7 +85,7 @@ def raw_request(row: dict, headers: dict) -> RawRequest:
     that name); a form with a single field also works. Parameter headers map a
     parameter name to {"content-type": ...}; request headers are plain strings,
     kept with lower-case names. The wire (JSON API or v2) follows from the
-    headers TorchServe adds per route and the body (`v2_read.wire_protocol`).
+    headers TorchServe adds per route and the body (`wire.wire_protocol`).
     """
     http = {k.lower(): v for k, v in headers.items() if isinstance(v, str)}
     name = next((k for k in ("body", "data") if k in row), None)

@@ -93,7 +93,7 @@ def read_call(raw: RawRequest, limits: Limits) -> Call:
             raise RequestError(
                 "payload_too_large",
                 "body",
-                f"{len(body)} bytes; at most {limits.max_body_bytes} bytes are accepted",
+                f"the body has {len(body)} bytes; at most {limits.max_body_bytes} are accepted",
             )
         split = len(body) if length is None else length
         if split > len(body):

@@ -128,7 +128,7 @@ def test_the_real_engine_answers_the_bench_bodies_as_the_checks_expect():
     passes `check_v2`, so a bench error means the server, not the harness."""
     from handlers.engine import Engine
     from handlers.readers import RawRequest, media_type
-    from handlers.v2_read import wire_protocol
+    from handlers.wire import wire_protocol
     from loadtests.benchpoints import v2_outputs
     from paths import STORE
 
