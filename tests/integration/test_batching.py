@@ -12,9 +12,8 @@ checked too.) The responses prove the sharing: the same
 
 from __future__ import annotations
 
+import functools
 import json
-import threading
-import time
 
 import numpy as np
 import requests
@@ -22,7 +21,7 @@ import torch
 
 from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
 from loadtests.payloads import slow_png_b64
-from serving.archive import WorkerConfig
+from tests.support import batching
 
 SIZES = [1, 7, 3, None, 12]  # None: a bad request in the middle of the batch
 JSON = {"Content-Type": "application/json"}
@@ -43,26 +42,12 @@ def send_concurrently(url: str, blocker: dict, payloads: list[dict], workers: in
     takes milliseconds, enough to spread the requests past a 5 ms maxBatchDelay."""
     bodies = [json.dumps(p).encode() for p in payloads]
     block_body = json.dumps(blocker).encode()
-    results: list = [None] * len(payloads)
-    blocked: list = [None] * workers
-    gate = threading.Barrier(len(payloads))
 
-    def one(i):
-        gate.wait()
-        results[i] = requests.post(url, data=bodies[i], headers=JSON, timeout=120)
+    def post(body: bytes) -> requests.Response:
+        return requests.post(url, data=body, headers=JSON, timeout=120)
 
-    def block(w):
-        blocked[w] = requests.post(url, data=block_body, headers=JSON, timeout=120)
-
-    busy = [threading.Thread(target=block, args=(w,)) for w in range(workers)]
-    for t in busy:  # one blocker per worker, each dispatched alone
-        t.start()
-        time.sleep(3 * WorkerConfig().max_batch_delay_ms / 1000)
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(payloads))]
-    for t in threads:
-        t.start()
-    for t in threads + busy:
-        t.join()
+    sends = [functools.partial(post, body) for body in bodies]
+    results, blocked = batching.one_batch(functools.partial(post, block_body), sends, workers)
     return blocked[-1], results
 
 

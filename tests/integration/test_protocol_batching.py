@@ -17,9 +17,8 @@ scheduler is tried again.
 
 from __future__ import annotations
 
+import functools
 import json
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ import requests
 
 from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
 from loadtests import payloads
-from serving.archive import WorkerConfig
+from tests.support import batching
 from tests.support.v2 import binary_input, infer_url, json_input, v2_body
 
 SIZES = [1, 3, 2, 4]  # items of the good requests, in order
@@ -66,32 +65,13 @@ def bad_request(server, endpoint: str) -> tuple[str, bytes, dict]:
 
 
 def one_batch(block_url: str, block: bytes, reqs: list, workers: int) -> list:
-    results: list = [None] * len(reqs)
-    gate = threading.Barrier(len(reqs) + 1)
+    """`reqs` (url, body, headers) as one dynamic batch (tests/support/batching.py)."""
 
-    def send(i: int) -> None:
-        url, body, headers = reqs[i]
-        gate.wait()
-        results[i] = requests.post(url, data=body, headers=headers, timeout=120)
+    def post(url: str, body: bytes, headers: dict) -> requests.Response:
+        return requests.post(url, data=body, headers=headers, timeout=120)
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(reqs))]
-    for t in threads:
-        t.start()
-    blockers = []
-    for _ in range(workers):  # each alone in its batch: further apart than maxBatchDelay
-        blockers.append(
-            threading.Thread(
-                target=requests.post,
-                args=(block_url,),
-                kwargs={"data": block, "headers": JSON},
-            )
-        )
-        blockers[-1].start()
-        time.sleep(3 * WorkerConfig().max_batch_delay_ms / 1000)
-    gate.wait()
-    for t in [*threads, *blockers]:
-        t.join(timeout=120)
-    return results
+    sends = [functools.partial(post, *r) for r in reqs]
+    return batching.one_batch(functools.partial(post, block_url, block, JSON), sends, workers)[0]
 
 
 def clean(replies) -> bool:

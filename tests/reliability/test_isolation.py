@@ -29,6 +29,7 @@ Two parts, for each of encode, decode and sample:
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import random
@@ -44,7 +45,8 @@ from PIL import Image
 from handlers.engine import BATCH_ID, BATCH_ITEMS
 from handlers.limits import LIMITS
 from loadtests import payloads
-from serving.archive import OPERATIONS, WorkerConfig
+from serving.archive import OPERATIONS
+from tests.support import batching
 from tests.support.live import LOAD_MODEL, load_model
 
 JSON = {"Content-Type": "application/json"}
@@ -116,28 +118,10 @@ def blocker(op: str) -> bytes:
     return json.dumps({"n": min(256, LIMITS.max_n), "seed": 9, "format": "array"}).encode()
 
 
-def one_batch(url: str, block: bytes, bodies: list[bytes], workers: int):
-    """Occupy each of the archive's `workers` with `block`, then send `bodies` at
-    once (released by a barrier): they queue and the first worker free takes them."""
-    results: list = [None] * len(bodies)
-    gate = threading.Barrier(len(bodies) + 1)
-
-    def send(i: int) -> None:
-        gate.wait()
-        results[i] = post(url, bodies[i])
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
-    for t in threads:
-        t.start()
-    blockers = []
-    for _ in range(workers):  # each alone in its batch: further apart than maxBatchDelay
-        blockers.append(threading.Thread(target=post, args=(url, block)))
-        blockers[-1].start()
-        time.sleep(3 * WorkerConfig().max_batch_delay_ms / 1000)
-    gate.wait()
-    for t in [*threads, *blockers]:
-        t.join(timeout=120)
-    return results
+def one_batch(url: str, block: bytes, bodies: list[bytes], workers: int) -> list:
+    """`bodies` posted to `url` as one dynamic batch (tests/support/batching.py)."""
+    sends = [functools.partial(post, url, body) for body in bodies]
+    return batching.one_batch(functools.partial(post, url, block), sends, workers)[0]
 
 
 def shared_batch(replies) -> bool:
