@@ -47,9 +47,18 @@ class WorkerConfig:
     - batchSize 8: with 2 workers and 16 clients sending 64 images each, a
       batch of 16 went whole to one worker while the other idled (13,100
       against 23,100 items/s); 8 is also where single images stop gaining;
-    - maxBatchDelay 5 ms: the wait a lone request pays (p50 5.8 ms instead of
-      21.6 ms at 20 ms), with the same throughput under load, where batches
-      fill before the delay ends;
+    - maxBatchDelay 1 ms: the wait a lone request pays, and a worker that takes
+      a request waits that long for more, so at a few bulk clients one worker
+      took every request while the other idled. `make bench --targets-only`,
+      5 ms against 1 ms, one run each on an idle machine: a lone single-image
+      encode p50 9.9 -> 4.3 ms (the no-op's 7.4 -> 2.2 ms), a lone decode
+      8.5 -> 4.2 ms; binary 64-image encode at 4 clients 5,888 -> 9,434 items/s
+      and at 8 clients 6,554 -> 10,739 (0.47 -> 0.85 of the in-process
+      ceiling); but single images at 32 clients 1,956 -> 1,573 req/s (batches
+      still fill to 8; TorchServe's frontend spends more CPU per request
+      polling) and batching on vs off 3.20x -> 3.37x. 20 ms had given a lone
+      request p50 21.6 ms; 0 would cap a batch at 2 requests (Model.pollBatch).
+      The loads most clients make (one caller, a few bulk callers) gain most;
     - 2 encode workers: a worker is one Python process with one torch thread,
       so one worker can use only one core; encode (images in, the costliest
       input decoding) gets two, decode and sample one each, so that the 12
@@ -57,7 +66,7 @@ class WorkerConfig:
     """
 
     batch_size: int = 8  # requests per dynamic batch (each may carry many items)
-    max_batch_delay_ms: int = 5  # how long the frontend waits to fill a batch
+    max_batch_delay_ms: int = 1  # how long the frontend waits to fill a batch
     encode_workers: int = 2
     decode_workers: int = 1
     sample_workers: int = 1

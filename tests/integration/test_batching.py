@@ -39,7 +39,7 @@ def send_concurrently(url: str, blocker: dict, payloads: list[dict], workers: in
     """-> (last blocker's response, [response per payload]).
 
     Bodies are serialized before the barrier: json.dumps of a dozen pixel arrays
-    takes milliseconds, enough to spread the requests past a 5 ms maxBatchDelay."""
+    takes milliseconds, enough to spread the requests past maxBatchDelay."""
     bodies = [json.dumps(p).encode() for p in payloads]
     block_body = json.dumps(blocker).encode()
 
