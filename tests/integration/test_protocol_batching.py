@@ -91,13 +91,13 @@ def test_a_bad_v2_request_fails_alone_in_its_batch(torchserve, vae, position):
     goods = good_requests(torchserve, endpoint)
     with_bad = goods[:position] + [bad_request(torchserve, endpoint)] + goods[position:]
     workers = len(torchserve.worker_pids()[endpoint])
-    for _attempt in range(6):
+    for _attempt in range(batching.ATTEMPTS):
         mixed = one_batch(block_url, block.encode(), with_bad, workers)
         alone = one_batch(block_url, block.encode(), goods, workers)
         if clean(mixed) and clean(alone):
             break
     else:
-        pytest.fail("the requests never had one batch to themselves in 6 tries")
+        pytest.fail("the requests never had one batch to themselves")
     bad = mixed.pop(position)
     assert bad.status_code == 400, bad.text[:300]
     assert "image" in bad.json()["error"], bad.text

@@ -181,13 +181,13 @@ def test_bad_neighbour_changes_no_byte(load_server, op):
             bad, code = bad_body(op, variant)
             pos = variant % (len(goods) + 1)
             with_bad = goods[:pos] + [bad] + goods[pos:]
-            for _attempt in range(6):  # a batch split or joined by the scheduler: again
+            for _attempt in range(batching.ATTEMPTS):  # split or joined by the scheduler
                 mixed = one_batch(url, block, with_bad, workers)
                 alone = one_batch(url, block, goods, workers)
                 if clean_batch(mixed) and clean_batch(alone):
                     break
             else:
-                pytest.fail(f"{op}: the requests never had one batch to themselves in 6 tries")
+                pytest.fail(f"{op}: the requests never had one batch to themselves")
             rounds += 1
             bad_reply = mixed.pop(pos)
             assert bad_reply.status_code == 400, bad_reply.text

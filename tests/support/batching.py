@@ -17,6 +17,9 @@ from typing import TypeVar
 from serving.archive import WorkerConfig
 
 R = TypeVar("R")
+# How often a caller builds the batch again when the scheduler split or joined it:
+# with a short maxBatchDelay a request that reaches the frontend late runs on its own.
+ATTEMPTS = 12
 
 
 def one_batch(
