@@ -169,7 +169,7 @@ loadtest: setup ## locust, headless, against a running server (`make serve`): LO
 	  --html loadtests/results/locust.html --only-summary --stop-timeout 30
 	@echo "reports: loadtests/results/locust_stats.csv, locust_failures.csv, locust.html"
 
-bench: setup ## benchmark on its own TorchServe (~6 min, idle machine): ratios to compute and framework ceilings, batching, cold start, worker kill
+bench: setup ## benchmark on its own TorchServe (~10 min, idle machine): ratios to compute and framework ceilings, batching, cold start, worker kill
 	$(PY) -m loadtests.bench
 
 soak: setup ## fixed-rate mixed load on its own TorchServe for SOAK_SECONDS (300): zero errors, worker RSS growth <= 5%
