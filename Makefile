@@ -17,7 +17,7 @@ MODELS     ?= $(shell $(PYTHON_SYS) -m paths)
 .PHONY: help setup models baselines test test-unit lint format clean archive serve stop schema
 
 help: ## list every target
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
 # ---- setup (idempotent: stamps make a second run a no-op) -----------------
