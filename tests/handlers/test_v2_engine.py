@@ -14,7 +14,8 @@ from handlers.engine import Reply
 from handlers.limits import LIMITS
 from handlers.v2_write import HEADER_LENGTH
 from tests.handlers.test_engine import total
-from tests.handlers.tiny import LATENT, binary_input, json_request, make_engine, v2_request
+from tests.handlers.tiny import LATENT, json_request, make_engine, v2_request
+from tests.support.v2 import binary_input
 
 
 def read_reply(reply: Reply) -> tuple[dict, dict[str, np.ndarray]]:

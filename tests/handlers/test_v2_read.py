@@ -11,7 +11,8 @@ from handlers.limits import LIMITS, Limits
 from handlers.readers import RawRequest
 from handlers.v2_read import DATATYPES, read_call
 from handlers.wire import JSON, V2, wire_protocol
-from tests.handlers.tiny import binary_input, rejects, v2_request
+from tests.handlers.tiny import rejects, v2_request
+from tests.support.v2 import binary_input
 
 KSERVE = {"explain": "False"}  # what TorchServe adds on /v1/models/x:predict and /v2/.../infer
 PREDICTIONS = {"url_path": "", "explain": "False"}  # what it adds on /predictions/x

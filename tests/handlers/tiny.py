@@ -73,13 +73,3 @@ def v2_request(header: dict, binary: bytes = b"", **headers: str) -> RawRequest:
         http.setdefault("inference-header-content-length", str(len(head)))
     content_type = "application/octet-stream" if binary else "application/json"
     return RawRequest(head + binary, content_type, "v2", http)
-
-
-def binary_input(name: str, arr: np.ndarray, datatype: str) -> dict:
-    """An input tensor of the binary extension (its bytes go after the header)."""
-    return {
-        "name": name,
-        "shape": list(arr.shape),
-        "datatype": datatype,
-        "parameters": {"binary_data_size": arr.nbytes},
-    }

@@ -27,14 +27,16 @@ def datatype(array: np.ndarray) -> str:
     return next(name for name, dt in DTYPES.items() if np.dtype(dt) == array.dtype)
 
 
-def binary_input(name: str, array: np.ndarray, size: int | None = None) -> dict:
-    """The JSON description of a binary input (its bytes go after the header)."""
-    size = array.nbytes if size is None else size
+def binary_input(
+    name: str, array: np.ndarray, dtype: str | None = None, *, size: int | None = None
+) -> dict:
+    """The JSON description of a binary input (its bytes go after the header): the
+    array's own datatype and byte count unless `dtype` or `size` say otherwise."""
     return {
         "name": name,
         "shape": list(array.shape),
-        "datatype": datatype(array),
-        "parameters": {"binary_data_size": size},
+        "datatype": datatype(array) if dtype is None else dtype,
+        "parameters": {"binary_data_size": array.nbytes if size is None else size},
     }
 
 
