@@ -4,8 +4,9 @@ Shared by the locust scenarios, the benchmark and the reliability tests, so all
 of them send the same realistic traffic and count a wrong answer as a failure:
 a check returns None when the answer is right and a short reason otherwise.
 Two wires: the project's JSON API (`{"instances": ...}`, base64 PNG) and the
-Open Inference Protocol (KServe v2) with binary or JSON tensors, built exactly
-as tritonclient builds them (`v2_body`).
+Open Inference Protocol (KServe v2) with binary or JSON tensors, built by the
+client's own writer (`client.v2.write_infer_request`, laid out as tritonclient
+lays them out).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image
+
+from client.v2 import HEADER_LENGTH, write_infer_request
 
 PNG_B64_MAGIC = "iVBORw0KGgo"  # base64 of the PNG signature
 
@@ -160,54 +163,12 @@ def check_sample(answer: dict, n: int, seed: int | None = None) -> str | None:
 
 
 # ---- Open Inference Protocol (KServe v2) -----------------------------------------
-V2_HEADER = "Inference-Header-Content-Length"
-V2_DATATYPES = {
-    np.dtype(np.uint8): "UINT8",
-    np.dtype(np.float32): "FP32",
-    np.dtype(np.float64): "FP64",
-}
+V2_HEADER = HEADER_LENGTH
 V2_ITEMSIZE = {"UINT8": 1, "FP32": 4, "FP64": 8}
 
 
 def v2_path(archive: str) -> str:
     return f"/v2/models/{archive}/infer"
-
-
-def v2_body(
-    inputs: dict[str, np.ndarray],
-    parameters: dict | None = None,
-    binary: bool = True,
-    binary_output: bool = True,
-) -> tuple[bytes, dict[str, str]]:
-    """A v2 inference request and its headers, laid out as tritonclient lays them out.
-
-    Binary inputs: the JSON header declares each input's `binary_data_size`, the raw
-    little-endian row-major tensors follow it, and the header's length goes in
-    Inference-Header-Content-Length. JSON inputs carry a flat `data` list.
-    `binary_output` asks for every output binary (`binary_data_output`, what
-    tritonclient sends when no outputs are named).
-    """
-    tensors, parts = [], []
-    for name, array in inputs.items():
-        tensor = {"name": name, "shape": list(array.shape), "datatype": V2_DATATYPES[array.dtype]}
-        if binary:
-            raw = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
-            tensor["parameters"] = {"binary_data_size": len(raw)}
-            parts.append(raw)
-        else:
-            tensor["data"] = array.ravel().tolist()
-        tensors.append(tensor)
-    params = dict(parameters or {})
-    if binary_output:
-        params["binary_data_output"] = True
-    request: dict = {"inputs": tensors}  # tritonclient sends "inputs": [] for no inputs
-    if params:
-        request["parameters"] = params
-    head = dumps(request)
-    if not parts:
-        return head, {"Content-Type": "application/json"}
-    headers = {"Content-Type": "application/octet-stream", V2_HEADER: str(len(head))}
-    return b"".join([head, *parts]), headers
 
 
 def _v2_pool(requests: list[tuple[bytes, dict[str, str]]], items: int) -> PayloadPool:
@@ -218,7 +179,13 @@ def v2_encode_pool(items: int, count: int = 32, seed: int = 0, binary: bool = Tr
     """UINT8 [items, 28, 28] test images (the same picks as `encode_pool`'s for a seed)."""
     images = test_images()
     picks = _picks(len(images), items, count, seed, replace=False)
-    return _v2_pool([v2_body({"image": images[p]}, None, binary, binary) for p in picks], items)
+    return _v2_pool(
+        [
+            write_infer_request({"image": images[p]}, binary_inputs=binary, binary_outputs=binary)
+            for p in picks
+        ],
+        items,
+    )
 
 
 def v2_decode_pool(
@@ -227,12 +194,15 @@ def v2_decode_pool(
     """FP32 [items, D] codes; the image comes back UINT8 (binary when `binary`)."""
     picks = _picks(len(latents), items, count, seed, replace=True)
     z = [np.asarray(latents[p], dtype=np.float32) for p in picks]
-    return _v2_pool([v2_body({"z": x}, None, binary, binary) for x in z], items)
+    return _v2_pool(
+        [write_infer_request({"z": x}, binary_inputs=binary, binary_outputs=binary) for x in z],
+        items,
+    )
 
 
 def v2_sample_pool(n: int, count: int = 32, seed: int = 0) -> PayloadPool:
     """Parameters only (no inputs); the images come back binary UINT8."""
-    return _v2_pool([v2_body({}, {"n": n, "seed": seed + i}) for i in range(count)], n)
+    return _v2_pool([write_infer_request({}, {"n": n, "seed": seed + i}) for i in range(count)], n)
 
 
 def check_v2(

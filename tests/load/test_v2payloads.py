@@ -12,12 +12,12 @@ import json
 import numpy as np
 import torch
 
+from client.v2 import write_infer_request
 from loadtests import compute
 from loadtests.httpgen import _request
 from loadtests.payloads import (
     V2_HEADER,
     check_v2,
-    v2_body,
     v2_decode_pool,
     v2_encode_pool,
     v2_sample_pool,
@@ -31,7 +31,7 @@ def split(body: bytes, headers: dict) -> tuple[dict, bytes]:
 
 def test_binary_body_is_header_then_little_endian_tensors():
     images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
-    body, headers = v2_body({"image": images})
+    body, headers = write_infer_request({"image": images})
     assert headers["Content-Type"] == "application/octet-stream"
     head, raw = split(body, headers)
     (tensor,) = head["inputs"]
@@ -58,7 +58,7 @@ def test_decode_pool_sends_fp32_codes_little_endian():
 
 def test_json_tensors_and_sample_without_inputs_carry_no_binary_part():
     z = np.array([[0.5, -1.25]], dtype=np.float32)
-    body, headers = v2_body({"z": z}, binary=False, binary_output=False)
+    body, headers = write_infer_request({"z": z}, binary_inputs=False, binary_outputs=False)
     assert headers == {"Content-Type": "application/json"}
     head = json.loads(body)
     assert head["inputs"][0]["data"] == [0.5, -1.25] and "parameters" not in head
