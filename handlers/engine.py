@@ -103,16 +103,17 @@ class Engine:
         options: HandlerOptions | None = None,
         gpu_id: int | None = None,
     ) -> Engine:
-        """The engine of `operation` (encode | decode | sample) on an exported model.
+        """The engine of `operation` (encode | decode | sample | score) on an exported model.
 
         Reads manifest.json, places the model (`cuda:<gpu_id>` when CUDA is
-        present, else the CPU), loads the one TorchScript file the operation
+        present, else the CPU), loads the TorchScript files the operation
         needs after checking its sha256, and applies the serving limits.
         """
         options = options or HandlerOptions()
         where = placement(gpu_id, options)
         info = ModelInfo.from_dir(model_dir)
-        module = load_script(model_dir, info, FILES[operation], where)
+        modules = tuple(load_script(model_dir, info, f, where) for f in FILES[operation])
+        module = modules[0] if len(modules) == 1 else modules
         return cls(OPERATIONS[operation](info, module, LIMITS), options, where)
 
     def handle(self, raws: list[RawRequest]) -> tuple[list[Reply], Recorder]:

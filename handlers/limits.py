@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Limits:
-    max_items: int = 256  # instances per encode/decode request
+    max_items: int = 256  # instances per encode/decode/score request
     max_n: int = 256  # images per sample request
     max_body_bytes: int = 8 * 1024 * 1024  # whole request body
     max_image_bytes: int = 1024 * 1024  # one encoded image (after base64 decoding)
@@ -23,6 +23,9 @@ class Limits:
     max_temperature: float = 5.0  # sample: 0 <= temperature <= this
     max_seed: int = 2**63 - 1  # seeds are 0 <= seed <= this
     pixel_range: tuple[float, float] = (0.0, 1.0)  # encode `pixels` values
+    # score `fpr`: p-values resolve 1/1000 (1001 stored quantiles of 5,000 held-out images)
+    min_fpr: float = 0.001
+    max_fpr: float = 0.5
 
 
 LIMITS = Limits()

@@ -65,6 +65,14 @@ SPECS: dict[str, MetricSpec] = {
     "latentserve_encode_batch_kl_nats": MetricSpec(
         "gauge", "count", (), "VAE: mean KL to the prior of the last encode batch, nats"
     ),
+    # score: the primary score's p-values are uniform on in-distribution data, so a
+    # shift shows as mass moving to the low buckets and as a flagged rate above 1 %
+    "latentserve_score_p_value": MetricSpec(
+        "histogram", "count", (), "per scored item: the primary score's p-value"
+    ),
+    "latentserve_score_flagged_total": MetricSpec(
+        "counter", "count", (), "scored items whose primary p-value is below 0.01"
+    ),
 }
 STAGES = ("parse", "run", "respond")
 

@@ -1,7 +1,7 @@
 """The exported model as the handlers see it: manifest.json (`ModelInfo`) and loading.
 
 The file names come from the export contract (`training/export.py`): encode
-needs `encoder.pt`, decode and sample need `decoder.pt`.
+needs `encoder.pt`, decode and sample need `decoder.pt`, score needs both.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ import torch
 from handlers.device import Placement
 
 MANIFEST = "manifest.json"
-FILES = {"encode": "encoder.pt", "decode": "decoder.pt", "sample": "decoder.pt"}
+# the TorchScript files each operation loads, in the order its module tuple takes them
+FILES = {
+    "encode": ("encoder.pt",),
+    "decode": ("decoder.pt",),
+    "sample": ("decoder.pt",),
+    "score": ("encoder.pt", "decoder.pt"),
+}
 
 
 @dataclass(frozen=True)

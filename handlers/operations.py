@@ -1,4 +1,4 @@
-"""The three operations, each as parse -> run -> respond, in the model's words.
+"""The operations, each as parse -> run -> respond, in the model's words.
 
 An operation reads one request into a tensor of items (`parse`), runs the model
 on a chunk of items that may come from many requests (`forward`), and writes
@@ -7,7 +7,7 @@ The batching around them lives in `handlers.engine`. Each operation loads only
 the TorchScript file it needs, named by the export contract
 (`training/export.py`): encode needs `encoder.pt`, decode and sample need
 `decoder.pt`. A VAE encoder has two outputs (z_mean, z_log_var), the other
-modules one.
+modules one. The `score` operation (both modules) is in `handlers.scoring`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from handlers import images, readers, v2_read, writers
 from handlers.errors import RequestError
+from handlers.inputs import read_image_tensor, read_images
 from handlers.limits import Limits
 from handlers.metrics import Recorder
 from handlers.model import FILES, MANIFEST, ModelInfo, load_script  # noqa: F401 (re-exported)
@@ -113,35 +114,12 @@ class Encode(Operation):
     name = "encode"
 
     def parse(self, raw: RawRequest) -> Parsed:
-        hw, scale = self.info.image_hw, self.info.scale
-        if readers.is_image_body(raw):
-            if not isinstance(raw.body, bytes | bytearray):
-                raise RequestError("bad_image", "body", "an image body must be binary")
-            gray, conv = images.read_image(bytes(raw.body), hw, "body", self.limits)
-            x = torch.from_numpy(images.scale_pixels(gray, scale)[None, None])
-            return Parsed(x, converted_from=[conv])
-        req = readers.read_json(raw, EncodeRequest, self.limits)
+        x, req, converted = read_images(self.info, self.limits, raw, EncodeRequest)
+        if req is None:
+            return Parsed(x, converted_from=converted)
         self._check_sample(req.sample, "sample")
-        # images are read as uint8 rows, scaled together at the end; pixels come scaled
-        x = np.empty((len(req.instances), *hw), dtype=np.float32)
-        image_rows, converted = [], []
-        for i, inst in enumerate(req.instances):
-            if inst.image_b64 is not None:
-                f = f"instances[{i}].image_b64"
-                data = readers.read_base64(inst.image_b64, f, self.limits)
-                x[i], conv = images.read_image(data, hw, f, self.limits)
-                image_rows.append(i)
-            else:
-                f = f"instances[{i}].pixels"
-                x[i] = readers.read_pixels(inst.pixels, hw, self.limits.pixel_range, f)
-                conv = None
-            converted.append(conv)
-        if len(image_rows) == len(x):
-            x = images.scale_pixels(x, scale)
-        elif image_rows:
-            x[image_rows] = images.scale_pixels(x[image_rows], scale)
         seed = _seed(req.seed) if req.sample else None
-        return Parsed(torch.from_numpy(x[:, None]), req, seed, converted)
+        return Parsed(x, req, seed, converted)
 
     def _check_sample(self, sample: bool, field: str) -> None:
         if sample and self.info.kind != "vae":
@@ -154,19 +132,8 @@ class Encode(Operation):
     def parse_tensors(self, inputs: dict[str, Tensor], params: dict) -> Parsed:
         p = v2_read.read_parameters(params, EncodeParameters)
         self._check_sample(p.sample, "parameter 'sample'")
-        image = v2_read.take_inputs(inputs, {"image": ("UINT8", "FP32", "FP64")}, self.name)
-        t, f, (h, w) = image["image"], "input 'image'", self.info.image_hw
-        if tuple(t.array.shape[1:]) not in ((h, w), (1, h, w)):
-            want = f"expected [N,{h},{w}] or [N,1,{h},{w}]"
-            raise RequestError("wrong_shape", f, f"shape {list(t.array.shape)}; {want}")
-        n = v2_read.check_items(t.array.shape[0], self.limits.max_items, "image")
-        if t.datatype == "UINT8":  # exactly as the pixels of a PNG
-            x = images.scale_pixels(t.array, self.info.scale)
-        else:
-            readers.check_range(t.array, self.limits.pixel_range, f)
-            x = t.array.astype(np.float32)
-        seed = _seed(p.seed) if p.sample else None
-        return Parsed(torch.from_numpy(x.reshape(n, 1, h, w)), p, seed)
+        x = read_image_tensor(self.info, self.limits, inputs, self.name)
+        return Parsed(x, p, _seed(p.seed) if p.sample else None)
 
     def output_names(self, parsed: Parsed) -> tuple[str, ...]:
         vae = ("z_log_var",) if self.info.kind == "vae" else ()
@@ -305,4 +272,12 @@ class Sample(Operation):
         return {"image": image}, {"seed": parsed.seed, "temperature": parsed.body.temperature}
 
 
-OPERATIONS: dict[str, type[Operation]] = {"encode": Encode, "decode": Decode, "sample": Sample}
+# score builds on the classes above, so it is imported after them
+from handlers.scoring import Score  # noqa: E402
+
+OPERATIONS: dict[str, type[Operation]] = {
+    "encode": Encode,
+    "decode": Decode,
+    "sample": Sample,
+    "score": Score,
+}

@@ -1,4 +1,4 @@
-"""Request and response schemas (pydantic v2) of the three operations.
+"""Request and response schemas (pydantic v2) of the operations.
 
 Requests are validated strictly (no string-to-number coercion, no NaN or
 infinity, no unknown fields); structural limits come from `handlers.limits`.
@@ -89,6 +89,26 @@ class SampleRequest(BaseModel):
     format: Format = "png"
 
 
+def _fpr():
+    return Field(
+        default=0.01,
+        ge=LIMITS.min_fpr,
+        le=LIMITS.max_fpr,
+        description="is_outlier is p_value < fpr: the share of in-distribution images flagged",
+    )
+
+
+def _error_map():
+    return Field(default=False, description="also return |x - reconstruction| as an image")
+
+
+class ScoreRequest(BaseModel):
+    model_config = _STRICT
+    instances: list[ImageInstance] = Field(min_length=1, max_length=LIMITS.max_items)
+    fpr: float = _fpr()
+    error_map: bool = _error_map()
+
+
 # ---- responses --------------------------------------------------------------
 class ConvertedFrom(BaseModel):
     mode: str = Field(description="PIL mode of the upload, e.g. RGB")
@@ -127,6 +147,34 @@ class SampleResponse(BaseModel):
     temperature: float
 
 
+class ScoreValue(BaseModel):
+    score: float = Field(description="larger is more unusual")
+    p_value: float = Field(description="share of held-out in-distribution images scoring >= this")
+    is_outlier: bool = Field(description="p_value < fpr")
+
+
+class ScorePrediction(BaseModel):
+    recon_nats: float = Field(description="-log p(x | z_mean), Bernoulli, summed over pixels")
+    kl_nats: float | None = Field(description="VAE: KL(q(z|x) || N(0, I)); AE: null")
+    neg_elbo_nats: float | None = Field(description="VAE: recon_nats + kl_nats; AE: null")
+    bits_per_dim: float = Field(description="neg_elbo (AE: recon) in bits per pixel")
+    png_bits: float = Field(description="length of the image as a PNG, in bits")
+    scores: dict[str, ScoreValue] = Field(
+        description="neg_elbo (AE: recon), complexity, mahalanobis"
+    )
+    is_outlier: bool = Field(description="the primary score's (mahalanobis) is_outlier")
+    converted_from: ConvertedFrom | None = None
+    error_map: str | None = Field(
+        default=None, description="with error_map: true, base64 PNG of |x - reconstruction|"
+    )
+
+
+class ScoreResponse(BaseModel):
+    predictions: list[ScorePrediction]
+    fpr: float
+    primary: str = Field(description="the score behind each prediction's is_outlier")
+
+
 class ErrorDetail(BaseModel):
     status: int = Field(description="the HTTP status, 400 for every input error")
     code: str = Field(description="machine-readable reason, see handlers/errors.py CODES")
@@ -138,5 +186,15 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-REQUESTS = {"encode": EncodeRequest, "decode": DecodeRequest, "sample": SampleRequest}
-RESPONSES = {"encode": EncodeResponse, "decode": DecodeResponse, "sample": SampleResponse}
+REQUESTS = {
+    "encode": EncodeRequest,
+    "decode": DecodeRequest,
+    "sample": SampleRequest,
+    "score": ScoreRequest,
+}
+RESPONSES = {
+    "encode": EncodeResponse,
+    "decode": DecodeResponse,
+    "sample": SampleResponse,
+    "score": ScoreResponse,
+}

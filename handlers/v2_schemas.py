@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers.schemas import _STRICT, EncodeRequest, SampleRequest
+from handlers.schemas import _STRICT, EncodeRequest, SampleRequest, ScoreRequest
 
 MAX_RANK = 8  # no tensor of ours has more than 4 dimensions; this bounds the header's work
 MAX_TENSORS = 16  # inputs or outputs named in one request (ours take at most 3)
@@ -79,4 +79,15 @@ class SampleParameters(DecodeParameters):
     temperature: float = SampleRequest.model_fields["temperature"]
 
 
-PARAMETERS = {"encode": EncodeParameters, "decode": DecodeParameters, "sample": SampleParameters}
+class ScoreParameters(BaseModel):
+    model_config = _STRICT
+    fpr: float = ScoreRequest.model_fields["fpr"]
+    error_map: bool = ScoreRequest.model_fields["error_map"]
+
+
+PARAMETERS = {
+    "encode": EncodeParameters,
+    "decode": DecodeParameters,
+    "sample": SampleParameters,
+    "score": ScoreParameters,
+}

@@ -19,6 +19,7 @@ JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPE_NAMES = {
+    np.dtype(np.bool_): "BOOL",  # one byte per value in the binary extension
     np.dtype(np.uint8): "UINT8",
     np.dtype(np.int64): "INT64",
     np.dtype(np.float32): "FP32",
@@ -33,6 +34,8 @@ def write_data(arr: np.ndarray) -> str:
     float64's repr. NaN or infinity raise ValueError (they are not JSON).
     """
     flat = arr.ravel().tolist()
+    if arr.dtype.kind == "b":
+        return ",".join("true" if v else "false" for v in flat)
     if arr.dtype.kind != "f":
         return ",".join(map(str, flat))
     if not np.isfinite(arr).all():

@@ -1,11 +1,11 @@
-"""Build TorchServe archives for every exported model: `<name>-{encode,decode,sample}.mar`.
+"""Build TorchServe archives for every exported model: `<name>-{encode,decode,sample,score}.mar`.
 
     python -m serving.archive [--store model_store] [--out DIR] [--models NAME ...] [--force]
 
 A model directory is any `<store>/<name>/` holding `manifest.json` (the export
 contract of `training/export.py`). Each archive holds the operation's entry
 point (`handlers/<op>_handler.py`), the whole `handlers/` package, the model's
-`manifest.json`, the one TorchScript file the operation needs, and a
+`manifest.json`, the TorchScript files the operation needs, and a
 `model-config.yaml` written from `WorkerConfig` and `HandlerOptions` (the one
 source of truth for those defaults).
 
@@ -36,7 +36,7 @@ from handlers.options import HandlerOptions
 from paths import STORE
 
 HANDLERS = Path(handlers.__file__).resolve().parent
-OPERATIONS = tuple(FILES)  # encode, decode, sample
+OPERATIONS = tuple(FILES)  # encode, decode, sample, score
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ class WorkerConfig:
       The loads most clients make (one caller, a few bulk callers) gain most;
     - 2 encode workers: a worker is one Python process with one torch thread,
       so one worker can use only one core; encode (images in, the costliest
-      input decoding) gets two, decode and sample one each, so that the 12
-      archives of `make serve` start 16 workers (cold start <= 20 s).
+      input decoding) gets two, decode, sample and score one each, so that the
+      16 archives of `make serve` start 20 workers.
     """
 
     batch_size: int = 8  # requests per dynamic batch (each may carry many items)
@@ -70,6 +70,7 @@ class WorkerConfig:
     encode_workers: int = 2
     decode_workers: int = 1
     sample_workers: int = 1
+    score_workers: int = 1
     response_timeout_s: int = 60
 
     def workers(self, operation: str) -> int:
@@ -77,11 +78,12 @@ class WorkerConfig:
             "encode": self.encode_workers,
             "decode": self.decode_workers,
             "sample": self.sample_workers,
+            "score": self.score_workers,
         }[operation]
 
     def with_workers(self, n: int) -> WorkerConfig:
         """The same settings with n workers for every operation."""
-        return replace(self, encode_workers=n, decode_workers=n, sample_workers=n)
+        return replace(self, encode_workers=n, decode_workers=n, sample_workers=n, score_workers=n)
 
     def model_config(self, operation: str, options: HandlerOptions | None = None) -> dict:
         n = self.workers(operation)
@@ -137,7 +139,7 @@ def _archiver_version() -> str:
 
 def stamp(model_dir: Path, op: str, config_text: str) -> str:
     h = hashlib.sha256()
-    inputs = [Path(__file__).resolve(), model_dir / MANIFEST, model_dir / FILES[op]]
+    inputs = [Path(__file__).resolve(), model_dir / MANIFEST, *(model_dir / f for f in FILES[op])]
     for path in inputs + handler_sources():
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     h.update(config_text.encode() + _archiver_version().encode())
@@ -159,13 +161,14 @@ def build_one(model_dir: Path, op: str, out: Path, config_text: str, force: bool
     for src in handler_sources():
         shutil.copy2(src, stage / "pkg" / "handlers" / src.name)
     (stage / "model-config.yaml").write_text(config_text)
+    others = [model_dir / f for f in FILES[op][1:]]  # score: the decoder beside the encoder
     cmd = [
         _archiver(),
         "--model-name", name,
         "--version", "1.0",
         "--handler", str(stage / "pkg" / "handlers" / f"{op}_handler.py"),
-        "--serialized-file", str(model_dir / FILES[op]),
-        "--extra-files", f"{stage / 'pkg'},{model_dir / MANIFEST}",
+        "--serialized-file", str(model_dir / FILES[op][0]),
+        "--extra-files", ",".join(map(str, [stage / "pkg", model_dir / MANIFEST, *others])),
         "--config-file", str(stage / "model-config.yaml"),
         "--export-path", str(stage),
         "--force",
@@ -201,7 +204,7 @@ def build_archives(
     force: bool = False,
     log=print,
 ) -> list[Archive]:
-    """Build (or keep, when up to date) the three archives of each model under `store`."""
+    """Build (or keep, when up to date) each model's archives (one per operation) under `store`."""
     store = Path(store)
     out = Path(out) if out is not None else store
     (out / ".build").mkdir(parents=True, exist_ok=True)
@@ -223,7 +226,9 @@ def build_archives(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Build <model>-{encode,decode,sample}.mar archives.")
+    p = argparse.ArgumentParser(
+        description="Build <model>-{encode,decode,sample,score}.mar archives."
+    )
     p.add_argument("--store", type=Path, default=STORE, help="where the model dirs are")
     p.add_argument("--out", type=Path, default=None, help="where the .mar go (default: --store)")
     p.add_argument("--models", nargs="+", default=None, help="only these model dirs")

@@ -17,6 +17,7 @@ from handlers.engine import Engine
 from handlers.errors import RequestError
 from handlers.options import HandlerOptions
 from handlers.readers import RawRequest
+from tests.support.exports import calibrate_fixture
 from training.export import export_model
 from training.models import ModelConfig, build_model
 
@@ -38,6 +39,7 @@ def export_tiny(out: Path, kind: str, seed: int = 0) -> Path:
         dataset={"name": "test"},
         code_prior=prior,
     )
+    calibrate_fixture(out, seed)
     return out
 
 

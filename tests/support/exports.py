@@ -1,4 +1,5 @@
-"""Models exported through the real export path, randomly initialised (untrained)."""
+"""Models exported through the real export path, randomly initialised (untrained),
+and calibrated for the score operation on stand-in images."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from serving.calibrate import calibrate
 from training.export import export_model
 from training.models import ModelConfig, build_model
 
@@ -25,4 +27,17 @@ def export_fixture(out: Path, kind: str, latent_dim: int = 8, seed: int = 0) -> 
         dataset={"name": "fashion-mnist", "note": "test fixture, untrained"},
         code_prior=prior,
     )
+    calibrate_fixture(out)
     return out
+
+
+def fixture_images(n: int = 300, seed: int = 0) -> np.ndarray:
+    """(n, 28, 28) uint8 blobs of varied brightness: stand-ins for a validation split."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((n, 7, 7)) * rng.random((n, 1, 1))
+    return np.rint(np.kron(coarse, np.ones((4, 4))) * 255).astype(np.uint8)
+
+
+def calibrate_fixture(model_dir: Path, seed: int = 0) -> dict:
+    """The score calibration of a fixture export, on `fixture_images` (the real code path)."""
+    return calibrate(model_dir, fixture_images(seed=seed), {"dataset": "fixture images"})

@@ -1,0 +1,156 @@
+"""The `score` operation: how unusual each image is for the model, with calibrated p-values.
+
+Images come in as encode's do (`handlers.inputs`, both wires). The model runs
+the encoder and, at z = z_mean, the decoder: one pass each per chunk. The
+statistics, the three scores and their p-values are `handlers.calibration`'s,
+against the held-out quantiles in the manifest; `is_outlier` is p < the
+request's `fpr` (default 1 %). The primary score (mahalanobis) also gives the
+top-level `is_outlier` of each item and feeds the metrics: a histogram of its
+p-values and a counter of items it flags at the default rate, whatever a
+request asked, so that a shift in incoming data shows on a dashboard.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from handlers import images, v2_read
+from handlers.calibration import (
+    FLAG_FPR,
+    LN2,
+    PRIMARY,
+    Calibration,
+    run_model,
+    score_names,
+    scores_of,
+    stat_names,
+)
+from handlers.inputs import read_image_tensor, read_images
+from handlers.limits import Limits
+from handlers.metrics import Recorder
+from handlers.model import ModelInfo
+from handlers.operations import Operation, Outputs, Parsed
+from handlers.readers import RawRequest
+from handlers.schemas import ScoreRequest
+from handlers.v2_read import Tensor
+from handlers.v2_schemas import ScoreParameters
+from handlers.writers import json_number, write_json
+
+_STATS = ("recon_nats", "kl_nats", "neg_elbo_nats", "bits_per_dim", "png_bits")
+
+
+class Score(Operation):
+    name = "score"
+
+    def __init__(self, info: ModelInfo, module, limits: Limits) -> None:
+        super().__init__(info, module, limits)
+        self.cal = Calibration.from_manifest(info.manifest)
+        self.stats, self.scores = stat_names(info.kind), score_names(info.kind)
+        self.vae = info.kind == "vae"
+        self.pixels = info.image_hw[0] * info.image_hw[1]
+
+    # ---- parse ------------------------------------------------------------------
+    def parse(self, raw: RawRequest) -> Parsed:
+        x, req, converted = read_images(self.info, self.limits, raw, ScoreRequest)
+        return Parsed(x, req if req is not None else ScoreParameters(), converted_from=converted)
+
+    def parse_tensors(self, inputs: dict[str, Tensor], params: dict) -> Parsed:
+        p = v2_read.read_parameters(params, ScoreParameters)
+        return Parsed(read_image_tensor(self.info, self.limits, inputs, self.name), p)
+
+    def example(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, 1, *self.info.image_hw)
+
+    # ---- run --------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> Outputs:
+        """A chunk -> (its statistics (n, len(stats)) in `stat_names` order, reconstructions)."""
+        encoder, decoder = self.module
+        return run_model(encoder, decoder, x, self.info.scale, self.info.kind)
+
+    def _evaluate(self, outputs: Outputs) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Model outputs -> (statistics, scores (n, S), p-values (n, S))."""
+        table = outputs[0].double().numpy()
+        stats = {k: table[:, i] for i, k in enumerate(self.stats)}
+        scores = scores_of(self.info.kind, stats, self.cal)
+        return stats, scores, self.cal.p_values(scores)
+
+    def _summary(self, stats: dict[str, np.ndarray]) -> np.ndarray:
+        """(n, 5): recon_nats, kl_nats, neg_elbo_nats, bits_per_dim, png_bits (NaN: null)."""
+        recon = stats["recon_nats"]
+        kl = stats["kl_nats"] if self.vae else np.full_like(recon, np.nan)
+        total = recon + (kl if self.vae else 0.0)
+        elbo = total if self.vae else np.full_like(recon, np.nan)
+        return np.stack([recon, kl, elbo, total / (LN2 * self.pixels), stats["png_bits"]], 1)
+
+    # ---- respond ----------------------------------------------------------------
+    def respond(self, parsed: Parsed, outputs: Outputs) -> str:
+        stats, scores, p = self._evaluate(outputs)
+        fpr = parsed.body.fpr
+        flags = p < fpr
+        summary = self._summary(stats)
+        maps = self._error_maps(parsed, outputs) if parsed.body.error_map else None
+        converted = parsed.converted_from or [None] * parsed.items
+        primary = self.scores.index(PRIMARY)
+        items = []
+        for i in range(parsed.items):
+            head = ",".join(
+                f'"{k}":{"null" if np.isnan(v) else _number(v)}'
+                for k, v in zip(_STATS, summary[i], strict=True)
+            )
+            per = ",".join(
+                f'"{s}":{{"score":{_number(scores[i, j])},"p_value":{_number(p[i, j])},'
+                f'"is_outlier":{_bool(flags[i, j])}}}'
+                for j, s in enumerate(self.scores)
+            )
+            conv = "null" if converted[i] is None else write_json(converted[i])
+            png = "" if maps is None else images.write_png(maps[i], self.info.scale)
+            tail = f',"error_map":"{png}"' if png else ""
+            items.append(
+                f'{{{head},"scores":{{{per}}},"is_outlier":{_bool(flags[i, primary])},'
+                f'"converted_from":{conv}{tail}}}'
+            )
+        return f'{{"predictions":[{",".join(items)}],"fpr":{_number(fpr)},"primary":"{PRIMARY}"}}'
+
+    def _error_maps(self, parsed: Parsed, outputs: Outputs) -> np.ndarray:
+        """(n, H, W) |x - reconstruction| in [0, 1]."""
+        return (parsed.x[:, 0] - outputs[1][:, 0].float()).abs().numpy()
+
+    # ---- the Open Inference Protocol --------------------------------------------
+    def output_names(self, parsed: Parsed) -> tuple[str, ...]:
+        vae = ("kl_nats", "neg_elbo_nats") if self.vae else ()
+        tail = ("error_map",) if parsed.body.error_map else ()
+        head = ("recon_nats", *vae, "bits_per_dim", "png_bits")
+        return (*head, "scores", "p_values", "is_outlier", *tail)
+
+    def outputs(self, parsed: Parsed, outputs: Outputs) -> tuple[dict[str, np.ndarray], dict]:
+        stats, scores, p = self._evaluate(outputs)
+        summary = dict(zip(_STATS, self._summary(stats).T.astype(np.float32), strict=True))
+        named = {k: summary[k] for k in self.output_names(parsed) if k in summary}
+        named |= {
+            "scores": scores.astype(np.float32),
+            "p_values": p.astype(np.float32),
+            "is_outlier": p < parsed.body.fpr,
+        }
+        if parsed.body.error_map:
+            named["error_map"] = images.to_uint8(self._error_maps(parsed, outputs), self.info.scale)
+        params = {"fpr": parsed.body.fpr, "scores": ",".join(self.scores), "primary": PRIMARY}
+        return named, params
+
+    # ---- metrics ----------------------------------------------------------------
+    def observe(self, outputs: Outputs, rec: Recorder) -> None:
+        _, _, p = self._evaluate(outputs)
+        primary = p[:, self.scores.index(PRIMARY)]
+        for value in primary.tolist():
+            rec.add("latentserve_score_p_value", value)
+        rec.add("latentserve_score_flagged_total", int((primary < FLAG_FPR).sum()))
+
+
+def _number(v: float) -> str:
+    if not np.isfinite(v):  # not JSON: the engine answers this request with a 500
+        raise ValueError("Out of range float values are not JSON compliant")
+    return json_number(float(v))
+
+
+def _bool(v) -> str:
+    return "true" if v else "false"

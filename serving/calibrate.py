@@ -1,0 +1,210 @@
+"""Calibrate the `score` operation of exported models, and evaluate it out of distribution.
+
+    python -m serving.calibrate [--store model_store] [--models NAME ...] [--no-evaluate]
+
+Calibration runs the score operation's own computation
+(`handlers.calibration.run_model`) over the validation split the manifest's
+`train_config` names (`training.data.train_val_split`: the images that chose
+the checkpoint, never the test split), through the exported TorchScript files
+as a worker loads them, and writes `calibration` into each `manifest.json`
+(held-out score quantiles, the statistics' mean and precision matrix). No
+retraining; the sha256 of the TorchScript files do not change.
+
+Evaluation then scores the in-distribution test split and the other dataset's
+test split (Fashion-MNIST models: MNIST digits; MNIST models: Fashion-MNIST)
+through the real score engine (`Engine.from_dir(..., "score")`) and writes
+AUROC, AUPRC and the realised false-positive rate at the 1 % threshold of every
+score to `docs/results/scores.{json,md}`, and their histograms to
+`docs/figures/scores.png`.
+
+It lives on the serving side because it computes exactly what the handlers
+compute (training/ imports no handlers); like the load tests it reads the
+datasets through `training.data`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from handlers.calibration import fit_calibration, run_model, stat_names
+from handlers.device import placement
+from handlers.engine import Engine
+from handlers.metrics import Recorder
+from handlers.model import MANIFEST, ModelInfo, load_script
+from handlers.options import HandlerOptions
+from paths import FIGURES, RESULTS, SHIPPED_MODELS, STORE
+from training.data import load_dataset, train_val_split
+
+FPR = 0.01  # the evaluated threshold: the default `fpr` of a request
+OTHER = {"fashion-mnist": "mnist", "mnist": "fashion-mnist"}
+CHUNK = 256
+
+
+def statistics(model_dir: Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    """(n, H, W) uint8 -> the score statistics of each image, as a worker computes them."""
+    info = ModelInfo.from_dir(model_dir)
+    cpu = placement(None, HandlerOptions(), cuda_available=False)
+    encoder, decoder = (load_script(model_dir, info, f, cpu) for f in ("encoder.pt", "decoder.pt"))
+    rows = []
+    with torch.inference_mode():
+        for i in range(0, len(images), CHUNK):
+            x = torch.from_numpy(images[i : i + CHUNK].astype(np.float32) / info.scale)[:, None]
+            rows.append(run_model(encoder, decoder, x, info.scale, info.kind)[0].float())
+    table = torch.cat(rows).double().numpy()  # float32 on the way, as a worker's outputs
+    return {k: table[:, j] for j, k in enumerate(stat_names(info.kind))}
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """indent=2 like the export, but lists of numbers on one line (the quantiles are long)."""
+    text = json.dumps(manifest, indent=2)
+    number = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+    flat = re.compile(rf"\[\s*({number}(?:,\s*{number})*)\s*\]")
+    path.write_text(flat.sub(lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n")
+
+
+def calibrate(model_dir: Path, images: np.ndarray, held_out: dict | None = None) -> dict:
+    """Fit the calibration on held-out in-distribution images; write it into the manifest."""
+    path = Path(model_dir) / MANIFEST
+    manifest = json.loads(path.read_text())
+    cal = fit_calibration(manifest["kind"], statistics(model_dir, images))
+    cal["held_out"] |= held_out or {}
+    manifest["calibration"] = cal
+    write_manifest(path, manifest)
+    return cal
+
+
+def validation_images(manifest: dict) -> tuple[np.ndarray, dict]:
+    """The validation split of the manifest's training run, and how it was drawn."""
+    tc = manifest["train_config"]
+    data = load_dataset(tc["dataset"])
+    _, val = train_val_split(data.train, tc["val_size"], tc["seed"])
+    how = f"validation split: train_val_split(train, {tc['val_size']}, seed {tc['seed']})"
+    return val.images, {"dataset": tc["dataset"], "split": how, "dataset_sha256": data.checksum}
+
+
+# ---- evaluation ------------------------------------------------------------------------
+def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    """P(score of an outside image > score of an inside one), ties counted half."""
+    s = np.concatenate([inside, outside])
+    order = np.argsort(s, kind="mergesort")
+    _, inverse, counts = np.unique(s[order], return_inverse=True, return_counts=True)
+    ranks = np.empty(len(s))
+    ranks[order] = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+    n_in, n_out = len(inside), len(outside)
+    return float((ranks[n_in:].sum() - n_out * (n_out + 1) / 2) / (n_in * n_out))
+
+
+def auprc(inside: np.ndarray, outside: np.ndarray) -> float:
+    """Average precision with the outside images as positives (highest scores first)."""
+    s = np.concatenate([inside, outside])
+    y = np.concatenate([np.zeros(len(inside)), np.ones(len(outside))])
+    y = y[np.argsort(-s, kind="mergesort")]
+    hits = np.cumsum(y)
+    return float((hits / np.arange(1, len(y) + 1))[y == 1].mean())
+
+
+def evaluate(model_dir: Path, inside: np.ndarray, outside: np.ndarray) -> dict:
+    """Each score of the served engine on both test sets: AUROC, AUPRC, realised FPR."""
+    engine = Engine.from_dir(model_dir, "score", HandlerOptions(chunk_size=CHUNK))
+    op, got = engine.op, {}
+    for name, images in (("in", inside), ("out", outside)):
+        x = torch.from_numpy(images.astype(np.float32) / op.info.scale)[:, None]
+        _, scores, p = op._evaluate(engine.run_chunks(x, Recorder()))
+        got[name] = (scores, p)
+    rows = {}
+    for j, score in enumerate(op.scores):
+        s_in, s_out = got["in"][0][:, j], got["out"][0][:, j]
+        rows[score] = {
+            "auroc": auroc(s_in, s_out),
+            "auprc": auprc(s_in, s_out),
+            "fpr_at_1pct": float((got["in"][1][:, j] < FPR).mean()),
+            "tpr_at_1pct": float((got["out"][1][:, j] < FPR).mean()),
+        }
+    return {"rows": rows, "scores": {k: (v[0].tolist()) for k, v in got.items()}}
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "| model | in → out | score | AUROC | AUPRC | FPR at 1 % (in test) | TPR at 1 % |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for model, r in results.items():
+        for score, v in r["rows"].items():
+            lines.append(
+                f"| {model} | {r['in']} → {r['out']} | {score} | {v['auroc']:.4f} | "
+                f"{v['auprc']:.4f} | {100 * v['fpr_at_1pct']:.2f} % | "
+                f"{100 * v['tpr_at_1pct']:.1f} % |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(results)
+    fig, axes = plt.subplots(len(models), 3, figsize=(11, 2.3 * len(models)), squeeze=False)
+    for row, model in zip(axes, models, strict=True):
+        r = results[model]
+        for j, (ax, score) in enumerate(zip(row, r["rows"], strict=True)):
+            s_in, s_out = (np.asarray(r["scores"][k])[:, j] for k in ("in", "out"))
+            if score == "mahalanobis":  # heavy right tail: a log axis shows both sets
+                s_in, s_out = np.log10(s_in), np.log10(s_out)
+                score = "log10 mahalanobis"
+            lo, hi = np.percentile(np.concatenate([s_in, s_out]), [0.5, 99.5])
+            bins = np.linspace(lo, hi, 60)
+            ax.hist(s_in, bins, alpha=0.6, density=True, label=f"{r['in']} test (in)")
+            ax.hist(s_out, bins, alpha=0.6, density=True, label=f"{r['out']} test (out)")
+            auc = r["rows"][score.removeprefix("log10 ")]["auroc"]
+            ax.set_title(f"{model}: {score} (AUROC {auc:.4f})", fontsize=9)
+            ax.tick_params(labelsize=7)
+        row[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Calibrate and evaluate the score operation.")
+    p.add_argument("--store", type=Path, default=STORE)
+    p.add_argument("--models", nargs="+", default=list(SHIPPED_MODELS))
+    p.add_argument("--no-evaluate", action="store_true", help="calibrate only")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)  # the workers' setting; the numbers do not depend on it
+    results, tests = {}, {}
+    for model in a.models:
+        model_dir, start = a.store / model, time.time()
+        manifest = json.loads((model_dir / MANIFEST).read_text())
+        images, held_out = validation_images(manifest)
+        calibrate(model_dir, images, held_out)
+        took = time.time() - start
+        print(f"{model}: calibrated on {len(images)} images, {held_out['split']} ({took:.0f} s)")
+        if a.no_evaluate:
+            continue
+        inside = manifest["train_config"]["dataset"]
+        for name in (inside, OTHER[inside]):
+            tests.setdefault(name, load_dataset(name).test.images)
+        r = evaluate(model_dir, tests[inside], tests[OTHER[inside]])
+        results[model] = {"in": inside, "out": OTHER[inside], **r}
+        print(markdown({model: results[model]}), end="")
+    if results:
+        summary = {m: {k: v for k, v in r.items() if k != "scores"} for m, r in results.items()}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "scores.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (RESULTS / "scores.md").write_text(markdown(results))
+        plot(results, FIGURES / "scores.png")
+        print(f"wrote {RESULTS / 'scores.json'}, scores.md, {FIGURES / 'scores.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""The score operation without a server: its statistics, calibration and answers on tiny exports.
+
+`vae_dir` / `ae_dir` are calibrated on stand-in images by the fixture export
+(`tests.support.exports.calibrate_fixture`), through `serving.calibrate`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from handlers.calibration import (
+    Calibration,
+    fit_calibration,
+    png_bits,
+    score_names,
+    scores_of,
+    stat_names,
+    write_png_file,
+)
+from handlers.engine import Engine
+from handlers.model import MANIFEST
+from handlers.readers import RawRequest
+from handlers.schemas import ScoreResponse
+from handlers.v2_write import HEADER_LENGTH
+from serving.calibrate import auprc, auroc, statistics
+from tests.handlers.test_v2_engine import png_b64, v2_error
+from tests.handlers.tiny import json_request, make_engine, rejects, v2_request
+from tests.support.exports import fixture_images
+from tests.support.v2 import binary_input
+
+IMAGES = fixture_images(6, seed=9)
+
+
+def read_v2(reply) -> tuple[dict, dict[str, np.ndarray]]:
+    """A v2 answer -> (its JSON, {name: array}); BOOL, UINT8 and FP32, binary or JSON."""
+    assert reply.status == 200, reply.body
+    body = reply.body if isinstance(reply.body, bytes) else reply.body.encode()
+    split = int(reply.headers.get(HEADER_LENGTH, len(body)))
+    head, offset, arrays = json.loads(body[:split]), split, {}
+    dtypes = {"FP32": np.float32, "UINT8": np.uint8, "BOOL": np.bool_}
+    for out in head["outputs"]:
+        dtype = dtypes[out["datatype"]]
+        if "data" in out:
+            arr = np.array(out["data"], dtype=dtype)
+        else:
+            size = out["parameters"]["binary_data_size"]
+            arr = np.frombuffer(body[offset : offset + size], dtype=dtype)
+            offset += size
+        arrays[out["name"]] = arr.reshape(out["shape"])
+    assert offset == len(body)
+    return head, arrays
+
+
+def score_json(images: np.ndarray, **fields) -> object:
+    return json_request({"instances": [{"image_b64": png_b64(a)} for a in images], **fields})
+
+
+# ---- statistics and calibration ----------------------------------------------------
+def test_png_bits_is_the_length_of_a_real_png_of_the_same_pixels():
+    rng = np.random.default_rng(0)
+    cases = [*fixture_images(4), np.zeros((28, 28), np.uint8), rng.integers(0, 256, (28, 28))]
+    for image in (np.asarray(c, dtype=np.uint8) for c in cases):
+        data = write_png_file(image)
+        assert np.array_equal(np.array(Image.open(io.BytesIO(data))), image)
+        assert png_bits(image[None])[0] == 8 * len(data)
+    # a flat image compresses far better than noise: the complexity term orders them
+    assert png_bits(np.zeros((1, 28, 28), np.uint8))[0] < png_bits(cases[-1][None])[0] / 4
+
+
+def test_calibration_round_trip_gives_uniform_p_values_on_the_held_out_set(vae_dir):
+    stats = statistics(vae_dir, fixture_images(600, seed=3))
+    cal_json = json.loads(json.dumps(fit_calibration("vae", stats)))
+    cal = Calibration.from_manifest({"kind": "vae", "calibration": cal_json})
+    assert cal.scores == score_names("vae") and cal.features == stat_names("vae")
+    p = cal.p_values(scores_of("vae", stats, cal))
+    assert p.min() >= 1 / 601 and p.max() <= 1
+    for fpr in (0.01, 0.05, 0.2):  # what the quantiles promise, on the images they came from
+        assert np.abs((p < fpr).mean(axis=0) - fpr).max() <= 0.005 + 1 / 600
+    # higher score, lower p-value
+    s = np.linspace(cal.quantiles[:, 0] - 1, cal.quantiles[:, -1] + 1, 50)
+    assert np.all(np.diff(cal.p_values(s), axis=0) <= 0)
+
+
+def test_manifests_without_or_with_broken_calibration_fail_at_load(vae_dir, tmp_path):
+    broken = shutil.copytree(vae_dir, tmp_path / "m")
+    manifest = json.loads((broken / MANIFEST).read_text())
+    manifest["calibration"]["quantiles"]["complexity"].reverse()
+    (broken / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="not increasing"):
+        Engine.from_dir(broken, "score")
+    del manifest["calibration"]
+    (broken / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="make calibrate"):
+        Engine.from_dir(broken, "score")
+
+
+def test_auroc_and_auprc_on_known_cases():
+    a, b = np.arange(10.0), np.arange(10.0) + 100
+    assert auroc(a, b) == 1.0 and auroc(b, a) == 0.0 and auprc(a, b) == 1.0
+    assert auroc(np.ones(5), np.ones(7)) == 0.5  # ties count half
+    assert auroc(np.array([0.0, 2.0]), np.array([1.0, 3.0])) == 0.75
+
+
+# ---- answers -----------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_json_answer_matches_its_schema_and_the_v2_answer(kind, vae_dir, ae_dir):
+    engine = make_engine(vae_dir if kind == "vae" else ae_dir, "score")
+    (reply,), _ = engine.handle([score_json(IMAGES, fpr=0.2)])
+    assert reply.status == 200, reply.body
+    answer = ScoreResponse.model_validate_json(reply.body)
+    assert answer.fpr == 0.2 and answer.primary == "mahalanobis" and len(answer.predictions) == 6
+    names = list(score_names(kind))
+    header = {"inputs": [binary_input("image", IMAGES)], "parameters": {"fpr": 0.2}}
+    ((v2,), _) = engine.handle([v2_request(header, IMAGES.tobytes())])
+    head, out = read_v2(v2)
+    assert head["parameters"] == {"fpr": 0.2, "scores": ",".join(names), "primary": "mahalanobis"}
+    for i, pred in enumerate(answer.predictions):
+        assert list(pred.scores) == names
+        got = [pred.scores[s] for s in names]
+        assert np.allclose([v.score for v in got], out["scores"][i], rtol=1e-6)
+        assert np.allclose([v.p_value for v in got], out["p_values"][i], rtol=1e-6)
+        assert [v.is_outlier for v in got] == out["is_outlier"][i].tolist()
+        assert [v.p_value < 0.2 for v in got] == [v.is_outlier for v in got]
+        assert pred.is_outlier == pred.scores["mahalanobis"].is_outlier
+        assert pred.png_bits == out["png_bits"][i] == png_bits(IMAGES[i : i + 1])[0]
+        assert (pred.kl_nats is None) == (kind == "ae")
+        elbo = pred.recon_nats + (pred.kl_nats or 0.0)
+        assert np.isclose(pred.scores[names[0]].score, elbo, rtol=1e-6)
+        assert np.isclose(pred.bits_per_dim, elbo / np.log(2) / 784, rtol=1e-6)
+        assert np.isclose(pred.scores["complexity"].score, elbo / np.log(2) - pred.png_bits)
+
+
+def test_a_raw_png_body_and_the_error_map(vae_dir):
+    engine = make_engine(vae_dir, "score")
+    buf = io.BytesIO()
+    Image.fromarray(IMAGES[0], "L").save(buf, format="PNG")
+    requests = [RawRequest(buf.getvalue(), "image/png"), score_json(IMAGES[:1], error_map=True)]
+    raw, listed = (json.loads(r.body) for r in engine.handle(requests)[0])
+    assert raw["fpr"] == 0.01 and "error_map" not in raw["predictions"][0]
+    assert raw["predictions"][0]["scores"] == listed["predictions"][0]["scores"]
+    err = np.array(Image.open(io.BytesIO(base64.b64decode(listed["predictions"][0]["error_map"]))))
+    x = torch.from_numpy(IMAGES[:1] / 255.0).float()[:, None]
+    with torch.inference_mode():
+        z = engine.op.module[0](x)[0]
+        recon = engine.op.module[1](z)[0, 0].numpy()
+    want = np.rint(np.abs(IMAGES[0] / 255.0 - recon) * 255)
+    assert err.shape == (28, 28) and np.abs(err - want).max() <= 1
+
+
+def numbers(tree) -> list[float]:
+    """Every number and flag of a JSON answer, in order (chunking moves the last float bits)."""
+    if isinstance(tree, dict):
+        return [v for x in tree.values() for v in numbers(x)]
+    if isinstance(tree, list):
+        return [v for x in tree for v in numbers(x)]
+    return [float(tree)] if isinstance(tree, int | float) else []
+
+
+# ---- bad input --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fields", "code", "field"),
+    [
+        ({"fpr": 0.0}, "out_of_range", "fpr"),
+        ({"fpr": 0.9}, "out_of_range", "fpr"),
+        ({"fpr": "0.1"}, "invalid_field", "fpr"),
+        ({"error_map": 1}, "invalid_field", "error_map"),
+        ({"sample": True}, "invalid_field", "sample"),
+    ],
+)
+def test_bad_fields_are_400s_naming_the_field(vae_dir, fields, code, field):
+    op = make_engine(vae_dir, "score").op
+    rejects(code, field, op.parse, score_json(IMAGES[:1], **fields))
+
+
+def test_bad_items_and_tensors_are_400s(vae_dir):
+    op = make_engine(vae_dir, "score").op
+    short = json_request({"instances": [{"pixels": [[0.5] * 28] * 3}]})
+    rejects("wrong_shape", "instances[0].pixels", op.parse, short)
+    not_b64 = json_request({"instances": [{"image_b64": "%%"}]})
+    rejects("bad_base64", "instances[0].image_b64", op.parse, not_b64)
+    engine = make_engine(vae_dir, "score")
+    bad = v2_request({"inputs": [binary_input("image", IMAGES[:, :27])]}, IMAGES[:, :27].tobytes())
+    header = {"inputs": [binary_input("image", IMAGES)], "parameters": {"fpr": 2}}
+    fpr = v2_request(header, IMAGES.tobytes())
+    a, b = engine.handle([bad, fpr])[0]
+    assert v2_error(a).startswith("input 'image': shape [6, 27, 28]")
+    assert v2_error(b).startswith("parameter 'fpr'")
+
+
+def test_one_bad_request_in_a_batch_fails_alone(vae_dir):
+    engine = make_engine(vae_dir, "score", chunk_size=4)  # the good items span chunks
+    alone = [json.loads(r.body) for r in engine.handle([score_json(IMAGES[:3])])[0]]
+    header = {"inputs": [binary_input("image", IMAGES[3:])]}
+    replies, rec = engine.handle(
+        [
+            score_json(IMAGES[:3]),
+            json_request({"instances": [{"pixels": [[2.0] * 28] * 28}]}),
+            v2_request(header, IMAGES[3:].tobytes()),
+        ]
+    )
+    assert [r.status for r in replies] == [200, 400, 200]
+    assert numbers(json.loads(replies[0].body)) == pytest.approx(numbers(alone[0]), rel=1e-5)
+    assert json.loads(replies[1].body)["error"]["code"] == "out_of_range"
+    assert read_v2(replies[2])[1]["scores"].shape == (3, 3)
+    p_values = [o for o in rec.observations if o.name == "latentserve_score_p_value"]
+    flagged = [o for o in rec.observations if o.name == "latentserve_score_flagged_total"]
+    assert len(p_values) == 6 and len(flagged) == 1
+    assert flagged[0].value == sum(o.value < 0.01 for o in p_values)
