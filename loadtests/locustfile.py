@@ -1,4 +1,4 @@
-"""Locust scenarios for latentserve: encode (single images and batches), decode, sample.
+"""Locust scenarios for latentserve: encode (single images and batches), decode, sample, score.
 
     make loadtest                                   # headless, ~1 minute, against `make serve`
     .venv/bin/locust -f loadtests/locustfile.py --host http://127.0.0.1:8080   # web UI
@@ -13,7 +13,7 @@ non-200. Options (each also an environment variable):
     --batch-sizes   LATENTSERVE_BATCH_SIZES  items per multi-item request (16,64)
     --think-time    LATENTSERVE_THINK_TIME   mean seconds a user waits between requests (0.5)
 
-The task mix (users 6 encode : 3 decode : 1 sample; within encode, single
+The task mix (users 6 encode : 3 decode : 1 sample : 1 score; within encode, single
 images dominate) follows how the client and the explorer use the API: mostly
 one image or one latent per request, some bulk calls.
 """
@@ -60,7 +60,7 @@ def _options(parser) -> None:
         type=str,
         env_var="LATENTSERVE_MODELS",
         default="fashion-vae",
-        help="comma-separated served model names (each has -encode/-decode/-sample)",
+        help="comma-separated served model names (each has -encode/-decode/-sample/-score)",
     )
     parser.add_argument(
         "--batch-sizes",
@@ -239,3 +239,29 @@ class SampleUser(LatentUser):
     @task(1)
     def many_samples(self) -> None:
         self._sample(self.model(), self.batch_size())
+
+
+class ScoreUser(LatentUser):
+    weight = 1
+
+    def _score(self, m: ModelTraffic, k: int) -> None:
+        with self.client.post(
+            f"/predictions/{m.name}-score",
+            data=m.encode[k].next(),  # the same images as encode
+            headers=JSON,
+            name=f"{m.name}-score x{k}",
+            catch_response=True,
+        ) as resp:
+            answer = _answer(resp)
+            if answer is not None:
+                _check(resp, payloads.check_score(answer, k))
+
+    @tag("single")
+    @task(2)
+    def one_score(self) -> None:
+        self._score(self.model(), 1)
+
+    @tag("batch")
+    @task(1)
+    def many_scores(self) -> None:
+        self._score(self.model(), self.batch_size())

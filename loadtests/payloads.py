@@ -139,6 +139,21 @@ def check_encode(answer: dict, items: int, latent_dim: int, vae: bool = True) ->
     return None
 
 
+def check_score(answer: dict, items: int) -> str | None:
+    preds = answer.get("predictions") if isinstance(answer, dict) else None
+    if not isinstance(preds, list) or len(preds) != items:
+        return f"expected {items} predictions, got {None if preds is None else len(preds)}"
+    for i, p in enumerate(preds):
+        scores = p.get("scores") if isinstance(p, dict) else None
+        if not isinstance(scores, dict) or len(scores) != 3:
+            return f"predictions[{i}].scores is not three scores"
+        for name, s in scores.items():
+            pv = s.get("p_value") if isinstance(s, dict) else None
+            if not (isinstance(pv, float) and 0.0 < pv <= 1.0):
+                return f"predictions[{i}].scores.{name}.p_value is not in (0, 1]"
+    return None
+
+
 def check_images(answer: dict, items: int, fmt: str = "png") -> str | None:
     preds = answer.get("predictions") if isinstance(answer, dict) else None
     if not isinstance(preds, list) or len(preds) != items:

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from paths import ROOT
+from serving.archive import OPERATIONS
 from tests.deploy import tsproc
 from tests.support.exports import export_fixture
 
@@ -21,7 +22,7 @@ def deploy_store(tmp_path_factory):
     if proc.returncode != 0:
         pytest.fail(f"building archives failed:\n{proc.stdout}\n{proc.stderr}")
     mars = sorted(p.name for p in out.glob("*.mar"))
-    assert mars == [f"{tsproc.TEST_MODEL}-{op}.mar" for op in ("decode", "encode", "sample")]
+    assert mars == [f"{tsproc.TEST_MODEL}-{op}.mar" for op in sorted(OPERATIONS)]
     return out
 
 

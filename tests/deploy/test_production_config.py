@@ -14,6 +14,7 @@ import time
 import pytest
 
 from handlers.limits import LIMITS
+from serving.archive import OPERATIONS
 from serving.properties import read_properties
 from serving.query import metric, scrape
 from tests.deploy import tsproc
@@ -224,7 +225,7 @@ def test_token_rotation(prod_server):
 def test_writes_only_to_workdir_and_tmp(prod_server):
     """A read-only root filesystem is enough: nothing lands beside the archives or config."""
     assert sorted(p.name for p in prod_server.store.iterdir()) == sorted(
-        [".build"] + [f"{tsproc.TEST_MODEL}-{op}.mar" for op in ("decode", "encode", "sample")]
+        [".build"] + [f"{tsproc.TEST_MODEL}-{op}.mar" for op in sorted(OPERATIONS)]
     )
     written = sorted(p.name for p in prod_server.workdir.iterdir())
     assert written == ["config.properties", "key_file.json"], written  # no logs/, no snapshots

@@ -53,7 +53,7 @@ def expected(block: str) -> list[tuple[int, str | None, str | None]]:
 
 def test_readme_has_examples_for_every_operation():
     text = "\n".join(examples())
-    for op in ("encode", "decode", "sample"):
+    for op in ("encode", "decode", "sample", "score"):
         assert f"/predictions/fashion-vae-{op}" in text or f"-{op} " in text
         assert re.search(rf"/v2/models/[\w-]+-{op}/infer", text), f"no v2 example of {op}"
     assert sum(len(expected(b)) for b in examples()) >= 10

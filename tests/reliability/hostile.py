@@ -112,7 +112,7 @@ def good_pixels(value: float = 0.5) -> list:
 
 
 def good_body(op: str) -> dict:
-    if op == "encode":
+    if op in ("encode", "score"):  # score takes encode's images
         return {"instances": [{"image_b64": b64(samples()["png"])}]}
     if op == "decode":
         return {"instances": [{"z": [0.1] * latent_dim()}]}
@@ -154,13 +154,17 @@ def mutated(draw, op: str) -> bytes:
     body = good_body(op)
     where = draw(st.sampled_from(["top", "item", "value", "extra", "count"]))
     if op == "sample" or where == "top":
-        key = draw(st.sampled_from(["n", "seed", "temperature", "format", "instances", "sample"]))
+        key = draw(
+            st.sampled_from(
+                ["n", "seed", "temperature", "format", "instances", "sample", "fpr", "error_map"]
+            )
+        )
         body[key] = draw(json_values)
     elif where == "item":
         item = draw(json_values)
         body["instances"] = draw(st.permutations([*body["instances"] * 2, item]))
     elif where == "value":
-        if op == "encode":
+        if op in ("encode", "score"):
             rows = good_pixels()
             height, width = image_hw()
             r, c = draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))
@@ -281,7 +285,7 @@ KINDS = (
 
 @st.composite
 def cases(draw) -> Case:
-    """Any hostile request to any of the three endpoints."""
+    """Any hostile request to any of the endpoints."""
     op = draw(st.sampled_from(OPERATIONS))
     kind = draw(st.sampled_from(KINDS))
     ctype: str | None = "application/json"

@@ -66,7 +66,7 @@ GOOD_SIZES = [1, 3, 2, 4]  # items of the good requests (images, latents, n)
 
 def good_bodies(op: str) -> list[bytes]:
     images = payloads.test_images()
-    if op == "encode":
+    if op in ("encode", "score"):  # score takes encode's images
         return [payloads.encode_body(images[i * 5 : i * 5 + k]) for i, k in enumerate(GOOD_SIZES)]
     if op == "decode":
         return [payloads.decode_body(latents(k, i)) for i, k in enumerate(GOOD_SIZES)]
@@ -77,7 +77,7 @@ def bad_items(op: str) -> list[tuple[dict, str]]:
     """Items of `op` that are wrong in one way each, and the error code they get."""
     _, height, width = load_model().image_shape
     dim = load_model().latent_dim
-    if op == "encode":
+    if op in ("encode", "score"):
         return [
             ({"pixels": [[0.5] * width for _ in range(height - 1)]}, "wrong_shape"),
             ({"pixels": [[1.5] * width for _ in range(height)]}, "out_of_range"),
@@ -92,7 +92,7 @@ def bad_items(op: str) -> list[tuple[dict, str]]:
 
 
 def bad_body(op: str, variant: int) -> tuple[bytes, str]:
-    """A good request with one bad item (encode/decode) or one bad field (sample)."""
+    """A good request with one bad item (encode/decode/score) or one bad field (sample)."""
     if op == "sample":
         body, code = [
             ({"n": 0, "seed": 1}, "out_of_range"),
@@ -109,7 +109,7 @@ def bad_body(op: str, variant: int) -> tuple[bytes, str]:
 
 def blocker(op: str) -> bytes:
     """A slow but valid request: 256 latents or samples, fewer if the limits allow fewer."""
-    if op == "encode":
+    if op in ("encode", "score"):
         return json.dumps(
             {"instances": [{"image_b64": payloads.slow_png_b64(i)} for i in range(10)]}
         ).encode()

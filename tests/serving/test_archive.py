@@ -19,7 +19,7 @@ def test_archives_contents_and_stamps(vae_dir, tmp_path, monkeypatch):
     out = tmp_path / "store"
     first = build_archives(vae_dir.parent, out, models=[vae_dir.name], log=quiet)
     assert sorted(a.name for a in first) == [
-        f"tiny-vae-{op}" for op in ("decode", "encode", "sample")
+        f"tiny-vae-{op}" for op in ("decode", "encode", "sample", "score")
     ]
     assert all(a.rebuilt for a in first)
     with zipfile.ZipFile(out / "tiny-vae-sample.mar") as z:
@@ -32,6 +32,9 @@ def test_archives_contents_and_stamps(vae_dir, tmp_path, monkeypatch):
         encode = yaml.safe_load(z.read("model-config.yaml"))
     assert encode["minWorkers"] == encode["maxWorkers"] == WorkerConfig().encode_workers
     assert config["minWorkers"] == config["maxWorkers"] == WorkerConfig().sample_workers
+    with zipfile.ZipFile(out / "tiny-vae-score.mar") as z:  # score needs both modules
+        names = set(z.namelist())
+    assert {"score_handler.py", "manifest.json", "encoder.pt", "decoder.pt"} <= names
 
     again = build_archives(vae_dir.parent, out, models=[vae_dir.name], log=quiet)
     assert not any(a.rebuilt for a in again)
@@ -55,7 +58,14 @@ def test_export_change_and_pruning(ae_dir, tmp_path):
     manifest = store / "m" / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"name": "tiny-ae"', '"name": "m"'))
     rebuilt = {a.operation: a.rebuilt for a in build_archives(store, out, log=quiet)}
-    assert rebuilt == {"encode": True, "decode": True, "sample": True}
+    assert rebuilt == {"encode": True, "decode": True, "sample": True, "score": True}
+    # a changed decoder rebuilds the archives that carry it, score's among them
+    decoder = store / "m" / "decoder.pt"
+    decoder.write_bytes(decoder.read_bytes())  # same bytes: nothing to do
+    assert not any(a.rebuilt for a in build_archives(store, out, log=quiet))
+    decoder.write_bytes(decoder.read_bytes() + b"\0")
+    rebuilt = {a.operation: a.rebuilt for a in build_archives(store, out, log=quiet)}
+    assert rebuilt == {"encode": False, "decode": True, "sample": True, "score": True}
     shutil.rmtree(store / "m")
     (out / "keep.txt").write_text("not an archive of ours")
     assert build_archives(store, out, log=quiet) == []
