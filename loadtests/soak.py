@@ -5,9 +5,9 @@
 Open loop: a scheduler sends request i at start + i / rate, whatever the
 server does (a slow server therefore shows as latency and lateness, not as a
 lower rate). Traffic cycles through single and 16-item encode, single and
-16-item decode, and 4-image samples of one model, from the Fashion-MNIST test
-split. Every answer is checked. Once a second the resident set size (VmRSS) of
-every worker of the model's three archives and of the frontend is read from
+16-item decode, 4-image samples and 4-image scores of one model, from the
+Fashion-MNIST test split. Every answer is checked. Once a second the resident set size (VmRSS) of
+every worker of the model's archives and of the frontend is read from
 /proc. Growth is measured after the warm-up: median of the last three samples
 against the median of the first three after warm-up.
 """
@@ -53,6 +53,7 @@ class Traffic:
     def build(cls, latents: np.ndarray, latent_dim: int, vae: bool) -> Traffic:
         enc1 = payloads.encode_pool(1, 16, seed=1)
         enc16 = payloads.encode_pool(16, 8, seed=2)
+        score4 = payloads.encode_pool(4, 8, seed=5)
         dec1 = payloads.decode_pool(latents, 1, 16, seed=3)
         dec16 = payloads.decode_pool(latents, 16, 8, seed=4)
         jobs = []
@@ -63,6 +64,7 @@ class Traffic:
                 jobs.append(("encode", enc16.bodies[i // 2], ("encode", 16, latent_dim, vae)))
                 jobs.append(("decode", dec16.bodies[i // 2], ("images", 16)))
                 jobs.append(("sample", payloads.sample_body(4, i), ("sample", 4, i)))
+                jobs.append(("score", score4.bodies[i // 2], ("score", 4)))
         return cls(jobs)
 
 
@@ -78,6 +80,8 @@ def check_answer(resp: requests.Response, spec: tuple) -> str | None:
         return payloads.check_encode(answer, spec[1], spec[2], spec[3])
     if kind == "images":
         return payloads.check_images(answer, spec[1])
+    if kind == "score":
+        return payloads.check_score(answer, spec[1])
     return payloads.check_sample(answer, spec[1], spec[2])
 
 

@@ -48,9 +48,10 @@ def test_shipped_models_flag_the_other_dataset_and_answer_as_in_process(
     assert resp.status_code == 200, resp.text[:500]
     answer = resp.json()
     flags = flagged(answer)
-    # 1 % of in-distribution images are flagged on average: 3 of 24 would be a 1-in-600 event
+    # fixed images, so this is deterministic; the bounds say what the evaluation leads
+    # to expect: 1 % of in-distribution images flagged, 98.6-100 % of the others
     assert sum(flags[:N]) <= 2, flags[:N]
-    assert all(flags[N:]), flags[N:]  # the evaluation's TPR at 1 % is >= 98.6 % for both
+    assert sum(flags[N:]) >= N - 2, flags[N:]
     engine = Engine.from_dir(STORE / model, "score")
     raw = RawRequest(resp.request.body, "application/json")
     local = engine.handle([raw])[0][0]
