@@ -165,7 +165,7 @@ LOAD_SPAWN   ?= 10
 LOAD_TIME    ?= 60s
 SOAK_SECONDS ?= 300
 
-.PHONY: loadtest bench soak
+.PHONY: loadtest bench bench-score soak
 loadtest: setup ## locust, headless, against a running server (`make serve`): LOAD_USERS, LOAD_TIME, LOAD_HOST, LOAD_MODELS
 	$(PY) -m locust -f loadtests/locustfile.py --headless --users $(LOAD_USERS) \
 	  --spawn-rate $(LOAD_SPAWN) --run-time $(LOAD_TIME) --host $(LOAD_HOST) \
@@ -175,6 +175,9 @@ loadtest: setup ## locust, headless, against a running server (`make serve`): LO
 
 bench: setup ## benchmark on its own TorchServe (~10 min, idle machine): ratios to compute and framework ceilings, batching, cold start, worker kill
 	$(PY) -m loadtests.bench
+
+bench-score: setup ## score against encode in-process (1 thread, batch 64, fashion-vae; seconds): model work and whole v2 requests
+	$(PY) -m loadtests.compute --model fashion-vae --batch 64
 
 soak: setup ## fixed-rate mixed load on its own TorchServe for SOAK_SECONDS (300): zero errors, worker RSS growth <= 5%
 	$(PY) -m loadtests.soak --seconds $(SOAK_SECONDS)

@@ -5,7 +5,8 @@
 One run measures, in this order, with nothing else of ours running:
 
 1. compute ceiling: in-process TorchScript items/s and the median time of one call
-   (the model's own time) of the encoder and decoder at batch 1, 8 (a dynamic
+   (the model's own time) of the encoder, the decoder and the score operation's
+   model work (both, the statistics and the PNG length) at batch 1, 8 (a dynamic
    batch of single images) and 64, with 1 torch thread (what one worker gets:
    `cpu_threads` 1), with each operation's workers x threads, and every core;
 2. cold start: seconds from starting TorchServe with what `make serve` loads

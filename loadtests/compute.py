@@ -11,9 +11,9 @@ encoder, decoder at z_mean, the statistics and each image's PNG length).
 
     python -m loadtests.compute [--model fashion-vae] [--batch 64] [--seconds 3]
 
-measures only score against encode, 1 thread, at one batch size: the model work
-(`ceilings`) and whole requests through the engine (`operations`: a binary v2
-request of `batch` UINT8 images, parse -> run -> respond).
+measures only score against encode, 1 thread, at one batch size, the calls
+alternating (`score_vs_encode`): the model work, and whole requests through the
+engine (a binary v2 request of `batch` UINT8 images, parse -> run -> respond).
 """
 
 from __future__ import annotations
@@ -94,10 +94,31 @@ def ceilings(
     return result
 
 
-def operations(model_dir: Path, batch: int = 64, seconds: float = 2.0) -> dict:
-    """Items/s of whole encode and score requests in-process (1 thread): the engine on a
-    binary v2 request of `batch` test images, as a worker handles it."""
+def paired(calls: dict[str, tuple], seconds: float = 3.0) -> dict[str, float]:
+    """{name: (fn, items)} -> {name: items/s}, the calls alternating, so that a
+    neighbour's load on the machine slows each of them alike."""
+    spent = dict.fromkeys(calls, 0.0)
+    with torch.inference_mode():
+        for fn, _ in calls.values():  # TorchScript profiles and optimises on its first calls
+            for _ in range(3):
+                fn()
+        start, rounds = time.perf_counter(), 0
+        while rounds < 5 or time.perf_counter() - start < seconds:
+            for name, (fn, _) in calls.items():
+                t0 = time.perf_counter()
+                fn()
+                spent[name] += time.perf_counter() - t0
+            rounds += 1
+    return {name: rounds * items / spent[name] for name, (_, items) in calls.items()}
+
+
+def score_vs_encode(model_dir: Path, batch: int = 64, seconds: float = 3.0) -> dict:
+    """Items/s of encode and score on `batch` test images, in-process, 1 thread (a
+    worker's setting): the model work alone (encoder; score's `run_model`), and whole
+    binary v2 requests through the engine (parse -> run -> respond) as a worker runs them."""
+    keep_freed_memory()
     images = payloads.test_images()[:batch]
+    x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
     head = {
         "inputs": [
             {
@@ -112,16 +133,32 @@ def operations(model_dir: Path, batch: int = 64, seconds: float = 2.0) -> dict:
     text = json.dumps(head).encode()
     headers = {"explain": "False", "inference-header-content-length": str(len(text))}
     raw = RawRequest(text + images.tobytes(), "application/octet-stream", "v2", headers)
-    out, before = {}, torch.get_num_threads()
+    enc = Engine.from_dir(model_dir, "encode", HandlerOptions())
+    score = Engine.from_dir(model_dir, "score", HandlerOptions())
+    assert enc.handle([raw])[0][0].status == score.handle([raw])[0][0].status == 200
+    info = score.op.info
+    score_model = partial(run_model, *score.op.module, x, info.scale, info.kind)
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for op in ("encode", "score"):
-            engine = Engine.from_dir(model_dir, op, HandlerOptions(cpu_threads=1))
-            assert engine.handle([raw])[0][0].status == 200
-            out[op] = measure(lambda _, e=engine: e.handle([raw]), images, seconds)[0]
+        return {
+            "model": paired(
+                {
+                    "encode": (partial(enc.op.module, x), batch),
+                    "score": (score_model, batch),
+                },
+                seconds,
+            ),
+            "requests": paired(
+                {
+                    "encode": (partial(enc.handle, [raw]), batch),
+                    "score": (partial(score.handle, [raw]), batch),
+                },
+                seconds,
+            ),
+        }
     finally:
         torch.set_num_threads(before)
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,16 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seconds", type=float, default=3.0)
     a = p.parse_args(argv)
-    model_dir = STORE / a.model
-    model = ceilings(model_dir, (a.batch,), (1,), a.seconds)["items_per_s"]
-    whole = operations(model_dir, a.batch, a.seconds)
-    enc, score = model["encoder"][1][a.batch], model["score"][1][a.batch]
-    print(f"{a.model}, batch {a.batch}, 1 thread (items/s):")
-    print(f"  model work: encoder {enc:.0f}, score {score:.0f} ({score / enc:.2f} of encode)")
-    print(
-        f"  whole v2 requests through the engine: encode {whole['encode']:.0f}, "
-        f"score {whole['score']:.0f} ({whole['score'] / whole['encode']:.2f} of encode)"
-    )
+    got = score_vs_encode(STORE / a.model, a.batch, a.seconds)
+    print(f"{a.model}, batch {a.batch}, 1 thread, calls alternating (items/s):")
+    for key, what in (("model", "model work"), ("requests", "whole v2 requests, engine")):
+        e, sc = got[key]["encode"], got[key]["score"]
+        print(f"  {what}: encode {e:.0f}, score {sc:.0f} ({sc / e:.2f} of encode)")
 
 
 if __name__ == "__main__":
