@@ -10,7 +10,7 @@ One run measures, in this order, with nothing else of ours running:
    batch of single images) and 64, with 1 torch thread (what one worker gets:
    `cpu_threads` 1), with each operation's workers x threads, and every core;
 2. cold start: seconds from starting TorchServe with what `make serve` loads
-   (every shipped model, three archives each) until every worker is READY;
+   (every shipped model, four archives each) until every worker is READY;
 3. then one bench TorchServe on free loopback ports with the model's three
    archives (the shipped model-config), a batching-off copy of its encode
    archive (batchSize 1) and two no-op archives (`loadtests/noop_handler.py`,

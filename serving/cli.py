@@ -40,6 +40,9 @@ p = json.load(sys.stdin)["predictions"][0]
 open("sample.png", "wb").write(base64.b64decode(p["image_b64"]))'
 curl -s -X POST {inf}/predictions/{model}-encode -H 'Content-Type: image/png' \\
   --data-binary @sample.png
+# how unusual it is for the model: scores, p-values, is_outlier
+curl -s -X POST {inf}/predictions/{model}-score -H 'Content-Type: image/png' \\
+  --data-binary @sample.png
 # workers (management) and metrics
 curl -s {mgmt}/models
 curl -s {metrics}/metrics | grep latentserve_items_total

@@ -2,7 +2,7 @@
 
 What the benchmark, the soak and the tests start (`make serve` instead serves
 model_store/ on the config's ports, see `serving/cli.py`). `start_server`
-builds the three archives of each chosen model directory from the current code
+builds the four archives of each chosen model directory from the current code
 (`serving.archive.build_archives`) into `<tmp>/store`, adds archives already
 built there (`extra`), renders the config with free loopback ports (never
 those of `make serve`, so the two never collide), starts TorchServe
@@ -74,7 +74,7 @@ class RunningServer:
 def build_store(
     store: Path, model_dirs: Iterable[Path], worker: WorkerConfig | None = None
 ) -> list[str]:
-    """The three archives of each model directory (any parents) into `store`; their names."""
+    """The four archives of each model directory (any parents) into `store`; their names."""
     model_dirs = [Path(d) for d in model_dirs]
     names = []
     for parent in sorted({d.parent for d in model_dirs}):

@@ -28,7 +28,7 @@ def load_server(tmp_path_factory) -> LiveServer:
 
     Apart from the integration session's server: these tests kill workers, flood
     queues and watch memory, which must not disturb (or be disturbed by) the
-    integration tests' exact metric counts. Its three archives have the shipped
+    integration tests' exact metric counts. Its four archives have the shipped
     worker settings, on the plain local config with free loopback ports.
     """
     require_load_tools()

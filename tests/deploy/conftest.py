@@ -13,7 +13,7 @@ from tests.support.exports import export_fixture
 
 @pytest.fixture(scope="session")
 def deploy_store(tmp_path_factory):
-    """The three archives of the test model, built as the image build does."""
+    """The four archives of the test model, built as the image build does."""
     exports = tmp_path_factory.mktemp("exports")
     export_fixture(exports / tsproc.TEST_MODEL, "vae", latent_dim=tsproc.LATENT_DIM)
     out = tmp_path_factory.mktemp("model-store")

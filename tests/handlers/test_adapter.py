@@ -37,7 +37,7 @@ METRIC_LINE = re.compile(
 
 @pytest.fixture(scope="module")
 def services(vae_dir, tmp_path_factory):
-    """{op: (Service, unpacked model dir)} for the tiny VAE's three archives."""
+    """{op: (Service, unpacked model dir)} for the tiny VAE's four archives."""
     env = pytest.MonkeyPatch()  # the handler sets TS_DECODE_INPUT_REQUEST; undo afterwards
     env.setenv("TS_DECODE_INPUT_REQUEST", "true")
     out = tmp_path_factory.mktemp("mar")

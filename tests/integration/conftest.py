@@ -1,6 +1,6 @@
 """One real TorchServe for the whole integration session (fixture `torchserve`).
 
-It serves every shipped model in model_store/ (three archives each) and, when
+It serves every shipped model in model_store/ (four archives each) and, when
 no shipped VAE or AE exists yet, an untrained fixture export of that kind
 (`test-vae` / `test-ae`, latent 32 like the shipped fashion models), so the
 suite runs before and after `make models`. See tests/support/live.py to start

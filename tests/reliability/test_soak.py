@@ -1,4 +1,4 @@
-"""Soak: fixed-rate mixed traffic (encode, decode, sample) with zero errors and flat memory.
+"""Soak: fixed-rate mixed traffic (encode, decode, sample, score) with zero errors and flat memory.
 
 30 seconds here (`LATENTSERVE_SOAK_SECONDS` overrides; `make soak` runs 5
 minutes on a server of its own): every answer right, no worker restarted, and

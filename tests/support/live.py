@@ -5,7 +5,7 @@
     server.stop()
 
 `start_live_server` is `serving.server.start_server` (a private store of the
-models' three archives each, `config` rendered with free loopback ports, every
+models' four archives each, `config` rendered with free loopback ports, every
 worker READY) that fails the test with TorchServe's log tail when it does not
 come up, and returns a `LiveServer`: the running server, the models it serves
 and small HTTP helpers. Missing Java or TorchServe fails the test with the fix
@@ -35,7 +35,7 @@ from serving.server import RunningServer, start_server
 from tests.support.tools import require_tools
 
 # The shipped model of the load and reliability tests (a VAE): their server
-# serves its three archives with the shipped worker settings.
+# serves its four archives with the shipped worker settings.
 LOAD_MODEL = "fashion-vae"
 
 
