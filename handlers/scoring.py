@@ -68,7 +68,9 @@ class Score(Operation):
         encoder, decoder = self.module
         return run_model(encoder, decoder, x, self.info.scale, self.info.kind)
 
-    def _evaluate(self, outputs: Outputs) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    def evaluate_outputs(
+        self, outputs: Outputs
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Model outputs -> (statistics, scores (n, S), p-values (n, S))."""
         table = outputs[0].double().numpy()
         stats = {k: table[:, i] for i, k in enumerate(self.stats)}
@@ -85,7 +87,7 @@ class Score(Operation):
 
     # ---- respond ----------------------------------------------------------------
     def respond(self, parsed: Parsed, outputs: Outputs) -> str:
-        stats, scores, p = self._evaluate(outputs)
+        stats, scores, p = self.evaluate_outputs(outputs)
         fpr = parsed.body.fpr
         flags = p < fpr
         summary = self._summary(stats)
@@ -124,7 +126,7 @@ class Score(Operation):
         return (*head, "scores", "p_values", "is_outlier", *tail)
 
     def outputs(self, parsed: Parsed, outputs: Outputs) -> tuple[dict[str, np.ndarray], dict]:
-        stats, scores, p = self._evaluate(outputs)
+        stats, scores, p = self.evaluate_outputs(outputs)
         summary = dict(zip(_STATS, self._summary(stats).T.astype(np.float32), strict=True))
         named = {k: summary[k] for k in self.output_names(parsed) if k in summary}
         named |= {
@@ -139,7 +141,7 @@ class Score(Operation):
 
     # ---- metrics ----------------------------------------------------------------
     def observe(self, outputs: Outputs, rec: Recorder) -> None:
-        _, _, p = self._evaluate(outputs)
+        _, _, p = self.evaluate_outputs(outputs)
         primary = p[:, self.scores.index(PRIMARY)]
         for value in primary.tolist():
             rec.add("latentserve_score_p_value", value)

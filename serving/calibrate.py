@@ -116,7 +116,7 @@ def evaluate(model_dir: Path, inside: np.ndarray, outside: np.ndarray) -> dict:
     op, got = engine.op, {}
     for name, images in (("in", inside), ("out", outside)):
         x = torch.from_numpy(images.astype(np.float32) / op.info.scale)[:, None]
-        _, scores, p = op._evaluate(engine.run_chunks(x, Recorder()))
+        _, scores, p = op.evaluate_outputs(engine.run_chunks(x, Recorder()))
         got[name] = (scores, p)
     rows = {}
     for j, score in enumerate(op.scores):
