@@ -197,7 +197,11 @@ def main(argv: list[str] | None = None) -> None:
         r = evaluate(model_dir, tests[inside], tests[OTHER[inside]])
         results[model] = {"in": inside, "out": OTHER[inside], **r}
         print(markdown({model: results[model]}), end="")
-    if results:
+    if results and (a.store.resolve() != STORE or set(results) != set(SHIPPED_MODELS)):
+        print(
+            "docs/results and the figure are written only for every shipped model in model_store/"
+        )
+    elif results:
         summary = {m: {k: v for k, v in r.items() if k != "scores"} for m, r in results.items()}
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "scores.json").write_text(json.dumps(summary, indent=2) + "\n")
