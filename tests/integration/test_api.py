@@ -13,7 +13,7 @@ from PIL import Image
 
 from handlers.limits import LIMITS
 from handlers.schemas import RESPONSES
-from serving.archive import WorkerConfig
+from serving.archive import OPERATIONS, WorkerConfig
 from training.data import load_dataset
 
 N_ROUND_TRIP = 1024  # test images per model, sent as 4 requests of 256
@@ -49,9 +49,9 @@ def test_ping(torchserve):
     assert resp.status_code == 200 and resp.json() == {"status": "Healthy"}
 
 
-def test_every_model_has_three_ready_endpoints(torchserve):
+def test_every_model_has_a_ready_endpoint_per_operation(torchserve):
     status = torchserve.process.model_status()
-    assert len(status) == 3 * len(torchserve.models)
+    assert len(status) == len(OPERATIONS) * len(torchserve.models)
     config = WorkerConfig()
     for name, workers in status.items():
         want = config.workers(name.rsplit("-", 1)[1])
