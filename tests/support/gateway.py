@@ -73,12 +73,12 @@ def render_config(
     text = _sub(text, f"server {PROD_METRICS_UPSTREAM};", f"server {metrics_upstream};")
     text = _sub(text, PROD_KEYS_FILE, str(Path(keys_file).resolve()))
     dst_dir.mkdir(parents=True, exist_ok=True)
-    (dst_dir / "nginx.conf").write_text(_as_this_user(text))
+    (dst_dir / "nginx.conf").write_text(as_this_user(text))
     shutil.copyfile(AUTH_JS, dst_dir / "auth.js")
     return dst_dir / "nginx.conf"
 
 
-def _as_this_user(text: str) -> str:
+def as_this_user(text: str) -> str:
     # In the pod nginx runs as uid 10001 and its workers keep that uid. Started
     # as root (a CI container), nginx would switch its workers to `nobody`, who
     # cannot read pytest's 0700 temp dirs: keep them root there.
@@ -126,7 +126,7 @@ class Nginx:
         self.stop()
 
 
-def _start_nginx(conf: Path, run_dir: Path, log: Path, ready_url: str, timeout: float) -> Nginx:
+def start_nginx(conf: Path, run_dir: Path, log: Path, ready_url: str, timeout: float) -> Nginx:
     nginx = require_nginx()
     log.parent.mkdir(parents=True, exist_ok=True)
     stderr_log = log.with_name(log.name + ".stderr")
@@ -195,7 +195,7 @@ def start_gateway(
         run_dir, upstream, keys_file, port, health_port, metrics_port,
         metrics_upstream or upstream, host,
     )  # fmt: skip
-    base = _start_nginx(conf, run_dir, log, f"http://{host}:{health_port}/healthz", timeout)
+    base = start_nginx(conf, run_dir, log, f"http://{host}:{health_port}/healthz", timeout)
     return Gateway(**vars(base), port=port, health_port=health_port, metrics_port=metrics_port,
                    host=host)  # fmt: skip
 
@@ -208,7 +208,7 @@ def start_balancer(upstreams: list[str], port: int, log: Path, timeout: float = 
     servers = "".join(f"        server {u};\n" for u in upstreams)
     conf = run_dir / "nginx.conf"
     conf.write_text(
-        _as_this_user(
+        as_this_user(
             "daemon off;\nworker_processes 1;\npid nginx.pid;\nerror_log stderr warn;\n"
             "events {\n    worker_connections 1024;\n}\n"
             "http {\n"
@@ -226,4 +226,4 @@ def start_balancer(upstreams: list[str], port: int, log: Path, timeout: float = 
             "        }\n    }\n}\n"
         )
     )
-    return _start_nginx(conf, run_dir, log, f"http://127.0.0.1:{port}/lb-health", timeout)
+    return start_nginx(conf, run_dir, log, f"http://127.0.0.1:{port}/lb-health", timeout)
