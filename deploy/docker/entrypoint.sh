@@ -116,9 +116,8 @@ cmd+=("${vm[@]}" -cp ".:$ts_home/ts/frontend/*" org.pytorch.serve.ModelServer
 
 # TorchServe writes logs/ and, with token authorization on (the production
 # config turns it off behind the pod's gateway), key_file.json into its working
-# directory. A key
-# file left by a previous run (the emptyDir survives container restarts) would
-# hand stale keys to the probes, so remove it first and again on exit.
+# directory. A key file left by a previous run (the emptyDir survives container
+# restarts) would hold stale keys, so remove it first and again on exit.
 cd "$TS_WORKDIR"
 rm -f key_file.json
 # The JVM reads TS_CONFIG_FILE from the environment before its -f argument.
