@@ -166,7 +166,7 @@ LOAD_SPAWN   ?= 10
 LOAD_TIME    ?= 60s
 SOAK_SECONDS ?= 300
 
-.PHONY: loadtest bench soak
+.PHONY: loadtest bench bench-gateway soak
 loadtest: setup ## locust, headless, against a running server (`make serve`): LOAD_USERS, LOAD_TIME, LOAD_HOST, LOAD_MODELS
 	$(PY) -m locust -f loadtests/locustfile.py --headless --users $(LOAD_USERS) \
 	  --spawn-rate $(LOAD_SPAWN) --run-time $(LOAD_TIME) --host $(LOAD_HOST) \
@@ -176,6 +176,9 @@ loadtest: setup ## locust, headless, against a running server (`make serve`): LO
 
 bench: setup ## benchmark on its own TorchServe (~10 min, idle machine): ratios to compute and framework ceilings, batching, cold start, worker kill
 	$(PY) -m loadtests.bench
+
+bench-gateway: setup ## latency the authenticating gateway adds per request (TorchServe direct vs through it, 1 and 32 clients)
+	$(PY) -m loadtests.gateway_latency
 
 soak: setup ## fixed-rate mixed load on its own TorchServe for SOAK_SECONDS (300): zero errors, worker RSS growth <= 5%
 	$(PY) -m loadtests.soak --seconds $(SOAK_SECONDS)

@@ -13,7 +13,8 @@ gateway's nginx used. Writes loadtests/results/gateway-latency[-static].{json,md
 was: the gateway's own cost without the model server's variance (on a shared
 machine TorchServe's latency varies more between rounds than the gateway adds).
 
-    PYTHONPATH=$PWD .venv/bin/python -m loadtests.gateway_latency [--backend static]
+    make bench-gateway
+    .venv/bin/python -m loadtests.gateway_latency [--backend static] [--rounds 5]
 """
 
 from __future__ import annotations
