@@ -5,15 +5,17 @@
 # Debian 12 with Python 3.11 and venv, plus the Java runtime TorchServe's
 # frontend needs, so that deploy/docker/Dockerfile builds without any network.
 #
-#   deploy/docker/base/build.sh      prints the image reference to pass as
-#                                    --build-arg PYTHON_IMAGE=<it>
+#   deploy/docker/base/build.sh            prints the image reference to pass as
+#                                          --build-arg PYTHON_IMAGE=<it>
+#   deploy/docker/base/build.sh --refresh  forgets both caches below, so that the
+#                                          next run picks up Debian's updates
 #
 # Cached by its inputs (this script: suite, packages, mirrors): the root
 # filesystem tarball under $LATENTSERVE_CACHE (~/.cache/latentserve/base) and the
 # imported image in podman's store, tagged with the same key. An unchanged
 # script therefore reuses the same image ID, which keeps podman's layer cache for
-# every later build step. Delete the tarball and `podman rmi` the tag to pick up
-# Debian's security updates (the Makefile's image-base-refresh does both).
+# every later build step. Debian's security updates arrive with --refresh
+# (`make image-base-refresh`), which rebuilds every layer above the base.
 set -euo pipefail
 
 SUITE=bookworm
@@ -32,6 +34,13 @@ log() { printf 'base image: %s\n' "$*" >&2; }
 key=$( (cat "$0" && printf '%s\n' "$MIRROR" "$SECURITY_MIRROR") | sha256sum | cut -c1-12)
 ref=localhost/latentserve-base:$SUITE-$key
 tarball=$CACHE/$SUITE-$key.tar
+
+if [[ ${1:-} == --refresh ]]; then
+    "$PODMAN" rmi "$ref" >/dev/null 2>&1 || true
+    rm -f "$tarball"
+    log "removed $ref and $tarball"
+    exit 0
+fi
 
 if "$PODMAN" image exists "$ref"; then
     log "$ref (cached)"
