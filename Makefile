@@ -39,19 +39,24 @@ $(VENV)/.stamp-deps: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
-# System packages: a Java runtime for TorchServe, Debian's Fashion-MNIST.
-# Checked every time (cheap); apt-get runs only when something is missing.
+# System packages: a Java runtime for TorchServe, Debian's Fashion-MNIST, nginx
+# with its njs module (the authenticating gateway, deploy/gateway/; the tests run
+# it in front of TorchServe). Checked every time (cheap); apt-get runs only when
+# something is missing.
 .PHONY: system-deps
 system-deps:
 	@need=""; \
 	command -v java >/dev/null || need="$$need openjdk-17-jre-headless"; \
 	[ -s $(FASHION_DIR)/t10k-labels-idx1-ubyte.gz ] || need="$$need dataset-fashion-mnist"; \
+	[ -x /usr/sbin/nginx ] || need="$$need nginx-light"; \
+	[ -s /usr/lib/nginx/modules/ngx_http_js_module.so ] || need="$$need libnginx-mod-http-js"; \
 	if [ -n "$$need" ]; then \
 	  echo "apt-get install:$$need"; \
 	  $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$need; \
 	fi
 	@command -v java >/dev/null || { echo "java still missing after apt-get" >&2; exit 1; }
+	@[ -s /usr/lib/nginx/modules/ngx_http_js_module.so ] || { echo "nginx's njs module still missing after apt-get" >&2; exit 1; }
 
 # ---- training --------------------------------------------------------------
 models: setup ## train, evaluate and export the shipped models into model_store/ (long)

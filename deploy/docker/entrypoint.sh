@@ -41,9 +41,11 @@ JAVA=java
 [[ -n ${JAVA_HOME:-} ]] && JAVA=$JAVA_HOME/bin/java
 
 # Keys an override may not touch: they carry the production security settings.
+# The listener addresses are among them: TorchServe runs without its own token
+# behind the pod's gateway, so it must stay on loopback.
 PROTECTED_KEYS="disable_token_authorization enable_model_api allowed_urls enable_envvars_config
-install_py_dep_per_model management_address grpc_inference_address grpc_management_address
-token_expiration_min plugins_path"
+install_py_dep_per_model inference_address management_address metrics_address
+grpc_inference_address grpc_management_address token_expiration_min plugins_path"
 
 log() { printf '%s entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 die() {
