@@ -146,7 +146,8 @@ IMAGE_LOG   := logs/image-build.log
 .PHONY: image-tools wheelhouse image image-base-refresh test-image
 image test-image image-base-refresh: export CONTAINERS_CONF = $(PODMAN_CONF)
 
-image-tools: ## podman, runc and mmdebstrap from Debian (apt-get when missing)
+# podman, runc and mmdebstrap from Debian (apt-get when missing)
+image-tools:
 	@need=""; \
 	for t in podman runc mmdebstrap; do command -v $$t >/dev/null || need="$$need $$t"; done; \
 	if [ -n "$$need" ]; then \
@@ -174,6 +175,7 @@ image-base-refresh: image-tools ## forget the cached Debian base: the next make 
 
 test-image: setup image ## run the CPU image as Kubernetes would (read-only, non-root) and test it end to end
 	LATENTSERVE_IMAGE=$(IMAGE_REF) $(PY) -m pytest -q tests/deploy/test_image.py
+	@echo "measured (logs/image-test.json): $$(tr -d '\n ' < logs/image-test.json)"
 
 # ---- client ----------------------------------------------------------------
 # The Python client (client/, docs/client.md) and the latent explorer (explorer/).

