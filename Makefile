@@ -164,9 +164,12 @@ image: image-tools wheelhouse ## build the CPU image with podman, offline (IMAGE
 	if [ -z "$$base" ]; then base=$$(deploy/docker/base/build.sh); network=none; fi; \
 	echo "podman build (base $$base, network $$network) -> $(IMAGE_REF), log: $(IMAGE_LOG)"; \
 	mkdir -p $(dir $(IMAGE_LOG)); start=$$(date +%s); \
+	old=$$(podman image inspect --format '{{.Id}}' $(IMAGE_REF) 2>/dev/null || true); \
 	podman build --format docker --network $$network --build-arg PYTHON_IMAGE=$$base \
 	  -f deploy/docker/Dockerfile -t $(IMAGE_REF) . > $(IMAGE_LOG) 2>&1 \
 	  || { tail -n 60 $(IMAGE_LOG); echo "podman build failed: $(IMAGE_LOG)" >&2; exit 1; }; \
+	new=$$(podman image inspect --format '{{.Id}}' $(IMAGE_REF)); \
+	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then podman rmi "$$old" >/dev/null 2>&1 || true; fi; \
 	size=$$(podman image inspect --format '{{.Size}}' $(IMAGE_REF)); \
 	echo "built $(IMAGE_REF) in $$(( $$(date +%s) - start ))s, $$(numfmt --to=si $$size)B"
 

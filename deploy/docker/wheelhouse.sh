@@ -13,10 +13,11 @@
 # torch must resolve to PyTorch's CPU build ("+cpu"), for example with
 #   PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 #
-# Cached by its inputs (the requirement files, the interpreter, the pip
-# settings above) under $LATENTSERVE_CACHE (~/.cache/latentserve/wheelhouse):
+# Cached by its inputs (this script, the requirement files, the interpreter,
+# the pip settings above) under $LATENTSERVE_CACHE (~/.cache/latentserve/wheelhouse):
 # an unchanged key reuses the same files, so the image's pip install layer stays
-# cached too. OUT_DIR gets hard links to them (a copy across file systems).
+# cached too. OUT_DIR gets hard links to them (a copy across file systems) and
+# SHA256SUMS, the list of the wheels with their digests.
 set -euo pipefail
 
 PYTHON=${1:?usage: wheelhouse.sh PYTHON PYPROJECT OUT_DIR}
@@ -31,7 +32,7 @@ trap 'rm -rf "$req"' EXIT
 "$PYTHON" "$(dirname "$0")/requirements.py" "$PYPROJECT" "$req"
 key=$(
     {
-        cat "$req/torch.txt" "$req/runtime.txt"
+        cat "$0" "$req/torch.txt" "$req/runtime.txt"
         "$PYTHON" -c 'import sys, sysconfig; print(sys.version_info[:2], sysconfig.get_platform())'
         printf '%s\n' "${PIP_INDEX_URL:-}" "${PIP_EXTRA_INDEX_URL:-}" "${PIP_FIND_LINKS:-}"
     } | sha256sum | cut -c1-12
@@ -50,14 +51,21 @@ if [[ ! -f $dir/.complete ]]; then
         log "Point pip at the CPU wheels, e.g. PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu"
         exit 1
     fi
+    # the image build copies this list (its cache key) and checks the wheels against it
+    (cd "$dir.tmp" && sha256sum -- *.whl >SHA256SUMS)
     touch "$dir.tmp/.complete"
     rm -rf "$dir"
     mv "$dir.tmp" "$dir"
+    # wheelhouses of earlier keys are dead weight (260 MB each)
+    find "$CACHE" -mindepth 1 -maxdepth 1 -type d ! -name "$key" -exec rm -rf {} +
 else
     log "$dir (cached)"
 fi
 
-rm -rf "$OUT"
-mkdir -p "$OUT"
-cp -l "$dir"/*.whl "$OUT"/ 2>/dev/null || cp "$dir"/*.whl "$OUT"/
+fill() {
+    rm -rf "$OUT"
+    mkdir -p "$OUT"
+    cp "$@" "$dir"/*.whl "$dir"/SHA256SUMS "$OUT"/
+}
+fill -l 2>/dev/null || fill
 log "$(find "$OUT" -name '*.whl' | wc -l) wheels, $(du -sh "$OUT" | cut -f1) in $OUT"

@@ -75,6 +75,8 @@ if [[ ! -s $tarball ]]; then
         "deb $MIRROR $SUITE-updates main" \
         "deb $SECURITY_MIRROR $SUITE-security main" </dev/null
     mv "$tarball.tmp" "$tarball"
+    # tarballs of earlier keys are dead weight (hundreds of MB each)
+    find "$CACHE" -maxdepth 1 -name "$SUITE-*.tar" ! -name "${tarball##*/}" -delete
     log "root filesystem built in $((SECONDS - start))s"
 fi
 
