@@ -139,7 +139,9 @@ def run_command(name: str, spec: PodSpec, ports: Ports, config_dir: Path) -> lis
         "--cap-drop", "ALL",
         "--security-opt", "no-new-privileges",  # allowPrivilegeEscalation: false
         "--memory", size_option(spec.memory),
-        "--health-cmd", "none",  # Kubernetes ignores HEALTHCHECK; it runs the probes below
+        # Kubernetes ignores HEALTHCHECK (it runs the probes below); podman 4.3 would
+        # still ask systemd, absent here, for a timer unless the interval is off too
+        "--health-cmd", "none", "--health-interval", "disable",
         "--volume", f"{config_dir}:{spec.config_dir}:ro",
         "--env", f"TS_MANAGEMENT_URL=http://127.0.0.1:{ports.management}",
         "--env", f"TS_INFERENCE_URL=http://127.0.0.1:{ports.inference}",
