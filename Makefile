@@ -39,19 +39,24 @@ $(VENV)/.stamp-deps: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
-# System packages: a Java runtime for TorchServe, Debian's Fashion-MNIST.
-# Checked every time (cheap); apt-get runs only when something is missing.
+# System packages: a Java runtime for TorchServe, Debian's Fashion-MNIST, nginx
+# with its njs module (the authenticating gateway, deploy/gateway/; the tests run
+# it in front of TorchServe). Checked every time (cheap); apt-get runs only when
+# something is missing.
 .PHONY: system-deps
 system-deps:
 	@need=""; \
 	command -v java >/dev/null || need="$$need openjdk-17-jre-headless"; \
 	[ -s $(FASHION_DIR)/t10k-labels-idx1-ubyte.gz ] || need="$$need dataset-fashion-mnist"; \
+	[ -x /usr/sbin/nginx ] || need="$$need nginx-light"; \
+	[ -s /usr/lib/nginx/modules/ngx_http_js_module.so ] || need="$$need libnginx-mod-http-js"; \
 	if [ -n "$$need" ]; then \
 	  echo "apt-get install:$$need"; \
 	  $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$need; \
 	fi
 	@command -v java >/dev/null || { echo "java still missing after apt-get" >&2; exit 1; }
+	@[ -s /usr/lib/nginx/modules/ngx_http_js_module.so ] || { echo "nginx's njs module still missing after apt-get" >&2; exit 1; }
 
 # ---- training --------------------------------------------------------------
 models: setup ## train, evaluate and export the shipped models into model_store/ (long)
@@ -67,8 +72,10 @@ baselines: setup ## train the MLP baselines and cross-checks of the README's res
 	$(PY) -m training.recipes table
 
 # ---- quality ---------------------------------------------------------------
-test: setup lint chromium ## lint, then the whole test suite (unit, training, integration)
-	$(PY) -m pytest -q
+# test-image (the CPU image built and run with podman) runs first and stands
+# alone, so the main run leaves its file out instead of running it twice.
+test: setup lint chromium test-image ## lint, the image test, then the whole test suite (unit, training, integration)
+	$(PY) -m pytest -q --ignore=tests/deploy/test_image.py
 
 lint: setup ## ruff check + format check
 	$(VENV)/bin/ruff check .
@@ -120,11 +127,62 @@ deploy-lint: setup ## hadolint + shellcheck + kubernetes-validate (offline schem
 test-deploy: setup ## the deployment tests only (real TorchServe via the entrypoint, manifests, images)
 	$(PY) -m pytest -q tests/deploy
 
-docker-build: ## build the CPU image (needs a Docker engine; none on the dev machine)
+docker-build: wheelhouse ## build the CPU image with Docker from the official Python image (needs a registry)
 	docker build -f deploy/docker/Dockerfile -t $(IMAGE):$(IMAGE_TAG)-cpu .
 
 docker-build-gpu: ## build the GPU image (needs a Docker engine)
 	docker build -f deploy/docker/Dockerfile.gpu -t $(IMAGE):$(IMAGE_TAG)-gpu .
+
+# ---- the CPU image with podman (docs/deploy.md "The CPU image with podman") ----
+# No registry needed: the base comes from Debian's packages (mmdebstrap) and
+# every wheel from wheelhouse/, so the build runs with --network none.
+# IMAGE_BASE=python:3.11.14-slim-bookworm uses the official image instead (its
+# Java then comes from Debian's archive, so that build gets the network).
+# Caches: ~/.cache/latentserve/{base,wheelhouse} (keyed by their inputs) and
+# podman's layer cache; an unchanged tree rebuilds from cache in seconds.
+IMAGE_BASE  ?=
+IMAGE_REF   := localhost/$(IMAGE):$(IMAGE_TAG)-cpu
+# runc + cgroupfs + no default rlimits: what works on hosts like the dev machine
+# (deploy/docker/containers.conf says why); PODMAN_CONF= keeps the host's own.
+PODMAN_CONF ?= $(CURDIR)/deploy/docker/containers.conf
+IMAGE_LOG   := logs/image-build.log
+
+.PHONY: image-tools wheelhouse image image-base-refresh test-image
+image test-image image-base-refresh: export CONTAINERS_CONF = $(PODMAN_CONF)
+
+# podman, runc and mmdebstrap from Debian (apt-get when missing)
+image-tools:
+	@need=""; \
+	for t in podman runc mmdebstrap; do command -v $$t >/dev/null || need="$$need $$t"; done; \
+	if [ -n "$$need" ]; then \
+	  echo "apt-get install:$$need"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$need; \
+	fi
+
+wheelhouse: setup ## every wheel the image installs, into wheelhouse/ (pip download; cached)
+	deploy/docker/wheelhouse.sh $(PY) pyproject.toml wheelhouse
+
+image: image-tools wheelhouse ## build the CPU image with podman, offline (IMAGE_BASE: see docs/deploy.md)
+	@base="$(IMAGE_BASE)"; network=host; \
+	if [ -z "$$base" ]; then base=$$(deploy/docker/base/build.sh); network=none; fi; \
+	echo "podman build (base $$base, network $$network) -> $(IMAGE_REF), log: $(IMAGE_LOG)"; \
+	mkdir -p $(dir $(IMAGE_LOG)); start=$$(date +%s); \
+	old=$$(podman image inspect --format '{{.Id}}' $(IMAGE_REF) 2>/dev/null || true); \
+	podman build --format docker --network $$network --build-arg PYTHON_IMAGE=$$base \
+	  -f deploy/docker/Dockerfile -t $(IMAGE_REF) . > $(IMAGE_LOG) 2>&1 \
+	  || { tail -n 60 $(IMAGE_LOG); echo "podman build failed: $(IMAGE_LOG)" >&2; exit 1; }; \
+	new=$$(podman image inspect --format '{{.Id}}' $(IMAGE_REF)); \
+	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then podman rmi "$$old" >/dev/null 2>&1 || true; fi; \
+	size=$$(podman image inspect --format '{{.Size}}' $(IMAGE_REF)); \
+	echo "built $(IMAGE_REF) in $$(( $$(date +%s) - start ))s, $$(numfmt --to=si $$size)B"
+
+image-base-refresh: image-tools ## forget the cached Debian base: the next make image picks up Debian's updates
+	deploy/docker/base/build.sh --refresh
+
+test-image: setup image ## run the CPU image as Kubernetes would (read-only, non-root) and test it end to end
+	LATENTSERVE_IMAGE=$(IMAGE_REF) $(PY) -m pytest -q tests/deploy/test_image.py
+	@echo "measured (logs/image-test.json): $$(tr -d '\n ' < logs/image-test.json)"
 
 # ---- client ----------------------------------------------------------------
 # The Python client (client/, docs/client.md) and the latent explorer (explorer/).
@@ -165,7 +223,7 @@ LOAD_SPAWN   ?= 10
 LOAD_TIME    ?= 60s
 SOAK_SECONDS ?= 300
 
-.PHONY: loadtest bench bench-score soak
+.PHONY: loadtest bench bench-score bench-gateway soak
 loadtest: setup ## locust, headless, against a running server (`make serve`): LOAD_USERS, LOAD_TIME, LOAD_HOST, LOAD_MODELS
 	$(PY) -m locust -f loadtests/locustfile.py --headless --users $(LOAD_USERS) \
 	  --spawn-rate $(LOAD_SPAWN) --run-time $(LOAD_TIME) --host $(LOAD_HOST) \
@@ -178,6 +236,9 @@ bench: setup ## benchmark on its own TorchServe (~10 min, idle machine): ratios 
 
 bench-score: setup ## score against encode in-process (1 thread, batch 64, fashion-vae; seconds): model work and whole v2 requests
 	$(PY) -m loadtests.compute --model fashion-vae --batch 64
+
+bench-gateway: setup ## latency the authenticating gateway adds per request (TorchServe direct vs through it, 1 and 32 clients)
+	$(PY) -m loadtests.gateway_latency
 
 soak: setup ## fixed-rate mixed load on its own TorchServe for SOAK_SECONDS (300): zero errors, worker RSS growth <= 5%
 	$(PY) -m loadtests.soak --seconds $(SOAK_SECONDS)

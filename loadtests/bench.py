@@ -21,7 +21,11 @@ One run measures, in this order, with nothing else of ours running:
    of 1 and 64 latents, sample of 1 and 64 images; the same three operations on
    the Open Inference Protocol with binary tensors (`/v2/models/<archive>/infer`);
    dynamic batching on versus off at concurrency 32; and a worker kill under load
-   (recovery time).
+   (recovery time);
+4. once that server has stopped, the plain-server peer (`loadtests/peer_fastapi.py`:
+   FastAPI + uvicorn, 2 workers, our engine without batching) at the rows of the
+   peers' table, JSON and binary v2, so that the peer ratio compares two servers
+   measured on the same machine in the same run.
 
 It writes `<out>/bench-<timestamp>.json`, `.md` and `.png` (drawn by
 `loadtests/benchreport.py`; the plan and its load points are in
@@ -50,7 +54,8 @@ import numpy as np
 
 from handlers.options import HandlerOptions
 from loadtests import chaos, compute, payloads
-from loadtests.benchpoints import Plan, load_points
+from loadtests.benchpeers import fastapi_points
+from loadtests.benchpoints import Plan, load_points, v2_outputs
 from loadtests.benchreport import markdown, plot
 from loadtests.benchserver import build_noop, build_unbatched, machine, reference_reply
 from loadtests.benchtargets import TARGETS, met, op_threads, ratios
@@ -151,6 +156,8 @@ def run(model: str, plan: Plan, worker: WorkerConfig, log=print) -> dict:
             result["points"] = load_points(server, model, plan, names, log)
             result["worker_kill"] = worker_kill(server, model, log)
             log(json.dumps(result["worker_kill"]))
+    # after TorchServe stopped: the peer gets the machine to itself, as ours did
+    result["peer_points"] = fastapi_points(STORE / model, plan, v2_outputs(model)["encode"], log)
     busy = [p for p in result["points"] if p["machine_cpu"] > 0]
     result["client_cpu"] = {
         "max_cores": max(p["client_cpu"] for p in result["points"]),

@@ -154,7 +154,7 @@ def ratios(result: dict, big: int, batch_c: int, encode1_c: tuple[int, ...]) -> 
     kill = result["worker_kill"]
     cores = str(result["machine"]["cores"])
     lone1, lone64 = lone_over_model(result, big)
-    json_peers, v2_triton = against_peers(result["points"])
+    json_peers, v2_triton = against_peers(result["points"] + result.get("peer_points", []))
     return {
         "encode64_vs_compute": {
             "value": enc64["items_per_s"] / ceiling64,

@@ -57,7 +57,10 @@ class WorkerConfig:
       ceiling); but single images at 32 clients 1,956 -> 1,573 req/s (batches
       still fill to 8; TorchServe's frontend spends more CPU per request
       polling) and batching on vs off 3.20x -> 3.37x. 20 ms had given a lone
-      request p50 21.6 ms; 0 would cap a batch at 2 requests (Model.pollBatch).
+      request p50 21.6 ms. 1 ms is the floor: TorchServe 0.12 reads 0 in
+      model-config.yaml as unset and waits its default 100 ms (ModelManager:
+      `marMaxBatchDelay > 0 ? marMaxBatchDelay : DEFAULT_MAX_BATCH_DELAY`); with 0
+      a lone request's p50 read 105 ms.
       The loads most clients make (one caller, a few bulk callers) gain most;
     - 2 encode workers: a worker is one Python process with one torch thread,
       so one worker can use only one core; encode (images in, the costliest

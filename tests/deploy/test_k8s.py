@@ -2,8 +2,10 @@
 with `kubectl kustomize`, every rendered object is validated offline against the
 Kubernetes JSON schemas of pinned versions (kubernetes-validate, strict: unknown
 fields fail), and the project's rules are checked on top: images pinned, probes,
-resources, non-root with a read-only root filesystem, management port never in a
-Service. The KServe example's pod spec is validated as a Pod.
+resources, non-root with a read-only root filesystem, the gateway sidecar in
+front of TorchServe (its config from deploy/gateway/, keys from a Secret, the only
+ports in the Service and the NetworkPolicy), management and health ports never in
+a Service. The KServe example's pod spec is validated as a Pod.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 
 from paths import DEPLOY
 from tests.deploy import tsproc
+from tests.support import gateway as gw
 
 K8S = DEPLOY / "k8s"
 KSERVE = DEPLOY / "kserve" / "inferenceservice.yaml"
@@ -30,6 +33,12 @@ COMPONENTS = ["prometheus-operator", "hpa-queue-latency"]
 K8S_VERSIONS = ["1.29.0", "1.33.0"]
 MANAGEMENT_PORT = 8081
 PROBE_CMD = "latentserve-probe"
+GATEWAY_PORTS = {  # container port names -> what deploy/gateway/nginx.conf listens on
+    "http-api": gw.PROD_API_PORT,
+    "http-health": gw.PROD_HEALTH_PORT,
+    "http-metrics": gw.PROD_METRICS_PORT,
+}
+KEYS_EXAMPLE = K8S / "examples" / "api-keys.secret.yaml"
 
 
 def kubectl() -> str:
@@ -100,10 +109,12 @@ def test_every_object_validates(overlay, version):
     kinds = sorted(o["kind"] for o in objs)
     assert kinds == sorted(
         [
-            "ConfigMap",
+            "ConfigMap",  # TorchServe's config
+            "ConfigMap",  # the gateway's
             "Deployment",
             "HorizontalPodAutoscaler",
             "Namespace",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "Service",
         ]
@@ -161,14 +172,34 @@ def pod_spec(objs: list[dict]) -> dict:
     return one(objs, "Deployment")["spec"]["template"]["spec"]
 
 
-def check_container_rules(container: dict, where: str) -> None:
-    image = container["image"]
+def torchserve(spec: dict) -> dict:
+    return next(c for c in spec["containers"] if c["name"] == "torchserve")
+
+
+def gateway(spec: dict) -> dict:
+    return next(c for c in spec["containers"] if c["name"] in ("gateway", "kserve-container"))
+
+
+def check_image_resources_security(c: dict, where: str) -> None:
+    image = c["image"]
     name, _, tag = image.partition("@")[0].rpartition(":")
     assert name and tag and tag != "latest", f"{where}: image {image} must be pinned"
     assert "@sha256:" in image or re.search(r"\d+\.\d+", tag), f"{where}: versioned tag"
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= c["resources"][kind].keys(), f"{where}: {kind}"
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsNonRoot"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"]
+
+
+def check_container_rules(container: dict, where: str) -> None:
+    """TorchServe's container."""
+    check_image_resources_security(container, where)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert probe in container, f"{where}: {probe} missing"
-        # token auth guards every HTTP path: probes must run the key-aware script
+        # readiness is per model (TorchServe's /ping is Healthy without workers)
         assert container[probe]["exec"]["command"][0] == PROBE_CMD, f"{where}: {probe}"
         assert container[probe]["timeoutSeconds"] >= 5
     assert container["readinessProbe"]["exec"]["command"][1] == "ready"
@@ -176,17 +207,38 @@ def check_container_rules(container: dict, where: str) -> None:
     assert container["livenessProbe"]["exec"]["command"][1] == "live"
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120, "cold start allowance"
-    for kind in ("requests", "limits"):
-        assert {"cpu", "memory"} <= container["resources"][kind].keys(), f"{where}: {kind}"
-    sc = container["securityContext"]
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["runAsNonRoot"] is True
-    assert sc["capabilities"]["drop"] == ["ALL"]
-    ports = {p["containerPort"] for p in container["ports"]}
-    assert MANAGEMENT_PORT not in ports and {8080, 8082} <= ports
+    # TorchServe listens on loopback only: no container port to declare
+    assert not container.get("ports"), f"{where}: TorchServe must not declare ports"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/tmp", "/home/model-server/work"} <= mounts, "writable dirs TorchServe needs"
+
+
+def check_gateway_rules(spec: dict, where: str) -> None:
+    c = gateway(spec)
+    check_image_resources_security(c, where)
+    assert c["image"].startswith("nginx:"), "the official nginx image"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert sorted(ports.values()) == sorted(GATEWAY_PORTS.values()), ports
+    if c["name"] == "gateway":  # KServe names its routed port http1
+        assert ports == GATEWAY_PORTS
+    # probes: plain HTTP on the health port, no key
+    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/healthz")):
+        get = c[probe]["httpGet"]
+        assert get["path"] == path and get["port"] == "http-health", f"{where}: {probe}"
+    # the config from deploy/gateway/, the keys from the Secret at the path auth.js reads
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in c["volumeMounts"]}
+    conf = c["command"][c["command"].index("-c") + 1]
+    assert "configMap" in mounts[str(Path(conf).parent)], f"{where}: {conf}"
+    assert "latentserve-gateway" in mounts[str(Path(conf).parent)]["configMap"]["name"]
+    keys_dir = str(Path(gw.PROD_KEYS_FILE).parent)
+    secret = mounts[keys_dir]["secret"]
+    assert secret["secretName"] == "latentserve-api-keys" and secret["defaultMode"] == 0o440
+    prefix = c["command"][c["command"].index("-p") + 1].rstrip("/")
+    assert "emptyDir" in mounts[prefix], f"{where}: nginx's prefix must be writable"
+    # nginx finishes its requests before TorchServe begins to stop
+    pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert pre_stop < int(torchserve(spec)["lifecycle"]["preStop"]["exec"]["command"][1])
 
 
 def check_pod_rules(spec: dict, where: str) -> None:
@@ -195,16 +247,20 @@ def check_pod_rules(spec: dict, where: str) -> None:
     assert sc["seccompProfile"]["type"] == "RuntimeDefault"
     assert spec["automountServiceAccountToken"] is False
     volumes = {v["name"]: v for v in spec["volumes"]}
-    (container,) = spec["containers"]
-    for mount in container["volumeMounts"]:
+    assert sorted(c["name"] for c in spec["containers"]) == sorted(
+        [torchserve(spec)["name"], gateway(spec)["name"]]
+    )
+    ts = torchserve(spec)
+    for mount in ts["volumeMounts"]:
         if mount["mountPath"] in ("/tmp", "/home/model-server/work"):
             assert "emptyDir" in volumes[mount["name"]], f"{where}: {mount['mountPath']}"
     # the preStop sleep plus the entrypoint's stop timeout fit in the grace period
-    env = {e["name"]: e.get("value") for e in container.get("env", [])}
-    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    env = {e["name"]: e.get("value") for e in ts.get("env", [])}
+    pre_stop = int(ts["lifecycle"]["preStop"]["exec"]["command"][1])
     stop_timeout = int(env.get("TS_STOP_TIMEOUT", 25))
     assert pre_stop + stop_timeout < spec["terminationGracePeriodSeconds"], where
-    check_container_rules(container, where)
+    check_container_rules(ts, where)
+    check_gateway_rules(spec, where)
 
 
 def test_pod_rules(overlay):
@@ -212,15 +268,54 @@ def test_pod_rules(overlay):
     check_pod_rules(pod_spec(objs), name)
 
 
-def test_service_exposes_inference_and_metrics_only(overlay):
+def test_service_exposes_the_gateway_api_and_metrics_only(overlay):
     _, objs = overlay
     for svc in by_kind(objs, "Service"):
         ports = svc["spec"]["ports"]
         targets = {p.get("targetPort") for p in ports} | {p["port"] for p in ports}
         assert MANAGEMENT_PORT not in targets and "management" not in str(targets)
-        assert {p["port"] for p in ports} == {8080, 8082}
+        assert "http-health" not in targets and gw.PROD_HEALTH_PORT not in targets
+        assert {p["port"]: p["targetPort"] for p in ports} == {
+            8080: "http-api",
+            8082: "http-metrics",
+        }
         assert svc["spec"].get("type", "ClusterIP") == "ClusterIP"
         assert svc["spec"]["selector"].items() <= pod_labels(objs).items()
+
+
+def test_network_policy_admits_only_the_gateway_api_and_metrics(overlay):
+    _, objs = overlay
+    policy = one(objs, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels(objs).items()
+    (rule,) = policy["spec"]["ingress"]
+    assert {(p["port"], p["protocol"]) for p in rule["ports"]} == {
+        (GATEWAY_PORTS["http-api"], "TCP"),
+        (GATEWAY_PORTS["http-metrics"], "TCP"),
+    }
+    annotations = one(objs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(GATEWAY_PORTS["http-metrics"])
+
+
+def test_gateway_config_map_is_deploy_gateway(overlay):
+    _, objs = overlay
+    (cm,) = [c for c in by_kind(objs, "ConfigMap") if "nginx.conf" in c["data"]]
+    assert cm["data"] == {
+        "nginx.conf": gw.NGINX_CONF.read_text(),
+        "auth.js": gw.AUTH_JS.read_text(),
+    }
+    volumes = {v["name"]: v for v in pod_spec(objs)["volumes"]}
+    assert volumes["gateway-config"]["configMap"]["name"] == cm["metadata"]["name"]
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_api_keys_example_secret_validates_and_holds_no_key(version):
+    (secret,) = [d for d in yaml.safe_load_all(KEYS_EXAMPLE.read_text()) if d]
+    validate(secret, version)
+    assert secret["metadata"]["name"] == "latentserve-api-keys"
+    assert Path(gw.PROD_KEYS_FILE).name in secret["stringData"]  # the file auth.js reads
+    for line in secret["stringData"]["keys"].splitlines():
+        assert not line.strip() or line.strip().startswith("#"), "never a real key in git"
 
 
 def pod_labels(objs: list[dict]) -> dict:
@@ -238,14 +333,12 @@ def test_pdb_hpa_and_configmap_wiring(overlay):
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     # the ConfigMap (hash-suffixed: a config change rolls the pods) is the production file
-    cm = one(objs, "ConfigMap")
+    (cm,) = [c for c in by_kind(objs, "ConfigMap") if "config.properties" in c["data"]]
     volumes = {v["name"]: v for v in pod_spec(objs)["volumes"]}
     assert volumes["config"]["configMap"]["name"] == cm["metadata"]["name"]
     assert cm["data"]["config.properties"] == tsproc.PROD_CONFIG.read_text()
-    env = {e["name"]: e.get("value") for e in pod_spec(objs)["containers"][0]["env"]}
-    mount = next(
-        m for m in pod_spec(objs)["containers"][0]["volumeMounts"] if m["name"] == "config"
-    )
+    env = {e["name"]: e.get("value") for e in torchserve(pod_spec(objs))["env"]}
+    mount = next(m for m in torchserve(pod_spec(objs))["volumeMounts"] if m["name"] == "config")
     assert env["TS_CONFIG_FILE"] == f"{mount['mountPath']}/config.properties"
     # one namespace object per overlay, everything inside it, pods held to "restricted"
     ns = one(objs, "Namespace")
@@ -265,7 +358,7 @@ def test_base_config_copy_matches_the_production_config():
 def test_gpu_overlay():
     objs = render(K8S / "overlays" / "gpu")
     spec = pod_spec(objs)
-    (container,) = spec["containers"]
+    container = torchserve(spec)
     assert container["image"].endswith(":0.1.0-gpu")
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
@@ -276,7 +369,7 @@ def test_gpu_overlay():
     assert env["TS_CONFIG_OVERRIDES"] == "number_of_gpu=1"
     cpu = pod_spec(render(K8S / "overlays" / "cpu"))
     assert "nvidia.com/gpu" not in json.dumps(cpu)
-    assert cpu["containers"][0]["image"].endswith(":0.1.0-cpu")
+    assert torchserve(cpu)["image"].endswith(":0.1.0-cpu")
 
 
 def test_probe_path_and_image_user_match_the_dockerfiles():
@@ -313,7 +406,7 @@ def test_kserve_inference_service():
     assert isvc["kind"] == "InferenceService"
     annotations = isvc["metadata"]["annotations"]
     assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"
-    assert annotations["prometheus.kserve.io/port"] == "8082"
+    assert annotations["prometheus.kserve.io/port"] == str(GATEWAY_PORTS["http-metrics"])
     predictor = isvc["spec"]["predictor"]
     assert "pytorch" not in predictor and "model" not in predictor, "custom container only"
     # the predictor is a PodSpec plus KServe's scaling fields: validate it as a Pod
@@ -321,11 +414,16 @@ def test_kserve_inference_service():
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "latentserve"}, "spec": spec}
     for version in K8S_VERSIONS:
         validate(pod, version)
-    (container,) = spec["containers"]
-    assert container["ports"][0]["containerPort"] == 8080  # KServe routes to the first port
+    # KServe routes to the first container's first port: the gateway's API
+    first = spec["containers"][0]
+    assert first["name"] == "kserve-container" and first["image"].startswith("nginx:")
+    assert first["ports"][0]["containerPort"] == GATEWAY_PORTS["http-api"]
     spec.setdefault("automountServiceAccountToken", False)
     check_pod_rules(spec, "kserve")
-    # same probes, resources and security as the Kubernetes base
-    base = pod_spec(render(K8S / "overlays" / "cpu"))["containers"][0]
-    for key in ("startupProbe", "readinessProbe", "livenessProbe", "securityContext", "resources"):
-        assert container[key] == base[key], key
+    # same probes, resources, security and commands as the Kubernetes base
+    base = pod_spec(render(K8S / "overlays" / "cpu"))
+    keys = ("startupProbe", "readinessProbe", "livenessProbe", "securityContext", "resources")
+    for key in (*keys, "lifecycle"):
+        assert torchserve(spec).get(key) == torchserve(base).get(key), key
+    for key in (*keys, "lifecycle", "command", "image", "volumeMounts"):
+        assert gateway(spec).get(key) == gateway(base).get(key), key

@@ -23,7 +23,6 @@ from tests.deploy.tsproc import get, post
 pytestmark = pytest.mark.integration
 
 PROPS = read_properties(tsproc.PROD_CONFIG)
-INVALID_KEY = "InvalidKeyException"
 
 
 def decode_body(n: int = 1) -> dict:
@@ -37,20 +36,21 @@ def decode_url(server) -> str:
 # ---- static: the file itself ------------------------------------------------------
 
 
-def test_listeners_inference_and_metrics_public_management_loopback():
-    assert PROPS["inference_address"] == "http://0.0.0.0:8080"
-    assert PROPS["metrics_address"] == "http://0.0.0.0:8082"
+def test_every_listener_is_on_loopback():
+    """The pod's gateway (deploy/gateway/) is the only listener on the network."""
+    assert PROPS["inference_address"] == "http://127.0.0.1:8080"
+    assert PROPS["metrics_address"] == "http://127.0.0.1:8082"
     assert PROPS["management_address"] == "http://127.0.0.1:8081"
     assert PROPS["grpc_inference_address"] == "127.0.0.1"
     assert PROPS["grpc_management_address"] == "127.0.0.1"
 
 
 def test_security_keys():
-    assert PROPS["disable_token_authorization"] == "false"
+    # off behind the loopback bind: the gateway checks the keys (the file says why)
+    assert PROPS["disable_token_authorization"] == "true"
     assert PROPS["enable_model_api"] == "false"
     assert PROPS["enable_envvars_config"] == "false"
     assert PROPS["install_py_dep_per_model"] == "false"
-    assert int(PROPS["token_expiration_min"]) > 0
     for pattern in PROPS["allowed_urls"].split(","):
         assert pattern.startswith("file:///"), f"allowed_urls admits non-file URLs: {pattern}"
 
@@ -87,36 +87,28 @@ def test_every_key_is_commented():
 # ---- live: a real TorchServe with this config --------------------------------------
 
 
-def test_request_without_token_is_refused(prod_server):
-    for headers in ({}, {"Authorization": "Bearer not-the-key"}):
-        r = post(decode_url(prod_server), json=decode_body(), headers=headers)
-        assert r.status_code == 400, r.text  # TorchServe 0.12: 400, not 401
-        assert r.json()["type"] == INVALID_KEY
-        r = get(f"{prod_server.inference}/ping", headers=headers)
-        assert r.status_code == 400 and r.json()["type"] == INVALID_KEY
-
-
-def test_management_key_does_not_open_inference(prod_server):
-    r = post(decode_url(prod_server), json=decode_body(), headers=prod_server.auth("management"))
-    assert r.status_code == 400 and r.json()["type"] == INVALID_KEY
-
-
-def test_request_with_token_succeeds(prod_server):
-    r = post(decode_url(prod_server), json=decode_body(2), headers=prod_server.auth())
+def test_listens_on_loopback_and_serves_without_a_token(prod_server):
+    log = prod_server.log()
+    for api, port in (
+        ("Inference", prod_server.ports.inference),
+        ("Management", prod_server.ports.management),
+        ("Metrics", prod_server.ports.metrics),
+    ):
+        assert re.search(rf"{api} API bind to: http://127\.0\.0\.1:{port}\b", log), api
+    r = post(decode_url(prod_server), json=decode_body(2))
     assert r.status_code == 200, r.text
     assert len(r.json()["predictions"]) == 2
-    r = get(f"{prod_server.inference}/ping", headers=prod_server.auth())
+    r = get(f"{prod_server.inference}/ping")
     assert r.status_code == 200 and r.json()["status"] == "Healthy"
 
 
 @pytest.mark.parametrize("url", ["https://example.invalid/m.mar", "http://127.0.0.1:9/m.mar"])
 def test_registering_from_a_remote_url_is_refused(prod_server, url):
-    before = get(f"{prod_server.management}/models", headers=prod_server.auth("management"))
+    before = get(f"{prod_server.management}/models")
     # the model API is off: 405 before any URL is looked at
     r = post(
         f"{prod_server.management}/models",
         params={"url": url},
-        headers=prod_server.auth("management"),
     )
     assert r.status_code == 405, r.text
     assert r.json()["type"] == "MethodNotAllowedException"
@@ -124,21 +116,20 @@ def test_registering_from_a_remote_url_is_refused(prod_server, url):
     r = post(
         f"{prod_server.management}/workflows",
         params={"url": url.replace(".mar", ".war")},
-        headers=prod_server.auth("management"),
     )
     assert r.status_code == 404, r.text
     assert "does not match any allowed URL" in r.json()["message"]
-    after = get(f"{prod_server.management}/models", headers=prod_server.auth("management"))
+    after = get(f"{prod_server.management}/models")
     assert after.json() == before.json()
 
 
 def test_oversized_body_gets_413_and_server_stays_healthy(prod_server):
     limit = int(PROPS["max_request_size"])
-    r = post(decode_url(prod_server), data=b"x" * (limit + 1), headers=prod_server.auth())
+    r = post(decode_url(prod_server), data=b"x" * (limit + 1))
     assert r.status_code == 413, r.text
-    r = get(f"{prod_server.inference}/ping", headers=prod_server.auth())
+    r = get(f"{prod_server.inference}/ping")
     assert r.status_code == 200 and r.json()["status"] == "Healthy"
-    r = post(decode_url(prod_server), json=decode_body(), headers=prod_server.auth())
+    r = post(decode_url(prod_server), json=decode_body())
     assert r.status_code == 200, r.text
     assert prod_server.probe("ready").returncode == 0
 
@@ -149,28 +140,17 @@ def test_body_between_api_and_frontend_limits_gets_the_handlers_400(prod_server)
     r = post(
         decode_url(prod_server),
         data=body,
-        headers={**prod_server.auth(), "Content-Type": "application/json"},
+        headers={"Content-Type": "application/json"},
     )
     assert r.status_code == 400, r.text
     assert r.status_code != 413
 
 
 def test_management_api_is_not_on_the_inference_port(prod_server):
-    for kind in ("inference", "management"):
-        headers = prod_server.auth(kind)
-        r = get(f"{prod_server.inference}/models", headers=headers)
-        assert r.status_code in (400, 404), r.text
-        r = post(f"{prod_server.inference}/models", params={"url": "x.mar"}, headers=headers)
-        assert r.status_code in (400, 404, 405), r.text
-        assert r.status_code != 200
-    # with the inference key the path is simply unknown there
-    r = get(f"{prod_server.inference}/models", headers=prod_server.auth())
+    r = get(f"{prod_server.inference}/models")
     assert r.status_code == 404 and r.json()["type"] == "ResourceNotFoundException"
-    # and the management listener is bound to loopback only
-    log = prod_server.log()
-    assert re.search(
-        rf"Management API bind to: http://127\.0\.0\.1:{prod_server.ports.management}", log
-    )
+    r = post(f"{prod_server.inference}/models", params={"url": "x.mar"})
+    assert r.status_code in (404, 405), r.text
 
 
 def test_metrics_port_needs_no_token_and_counts_requests(prod_server):
@@ -178,7 +158,7 @@ def test_metrics_port_needs_no_token_and_counts_requests(prod_server):
     archive = f"{tsproc.TEST_MODEL}-decode"
     before = scrape(prod_server.metrics)  # no Authorization header on this port
     items = 3
-    resp = post(decode_url(prod_server), json=decode_body(items), headers=prod_server.auth())
+    resp = post(decode_url(prod_server), json=decode_body(items))
     assert resp.status_code == 200, resp.text
     r = get(f"{prod_server.metrics}/metrics")
     assert r.status_code == 200
@@ -199,34 +179,10 @@ def test_metrics_port_needs_no_token_and_counts_requests(prod_server):
     assert got == items
 
 
-def test_token_rotation(prod_server):
-    old = prod_server.key("inference")
-    r = post(
-        f"{prod_server.management}/token",
-        params={"type": "inference"},
-        headers=prod_server.auth("API"),
-    )
-    assert r.status_code == 200, r.text
-    new = prod_server.key("inference")
-    assert new != old
-    r = get(f"{prod_server.inference}/ping", headers={"Authorization": f"Bearer {old}"})
-    assert r.status_code == 400
-    r = get(f"{prod_server.inference}/ping", headers={"Authorization": f"Bearer {new}"})
-    assert r.status_code == 200
-    # the token API lives on the management port only
-    r = post(
-        f"{prod_server.inference}/token",
-        params={"type": "inference"},
-        headers=prod_server.auth("API"),
-    )
-    assert r.status_code == 400
-
-
 def test_writes_only_to_workdir_and_tmp(prod_server):
     """A read-only root filesystem is enough: nothing lands beside the archives or config."""
     assert sorted(p.name for p in prod_server.store.iterdir()) == sorted(
         [".build"] + [f"{tsproc.TEST_MODEL}-{op}.mar" for op in sorted(OPERATIONS)]
     )
     written = sorted(p.name for p in prod_server.workdir.iterdir())
-    assert written == ["config.properties", "key_file.json"], written  # no logs/, no snapshots
-    assert oct(prod_server.key_file.stat().st_mode & 0o777) == "0o600"
+    assert written == ["config.properties"], written  # no logs/, no snapshots, no key file

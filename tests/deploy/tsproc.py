@@ -1,7 +1,7 @@
 """Start the production TorchServe setup the way the container does: through
 `deploy/docker/entrypoint.sh`, with `deploy/config.production.properties`
-copied to a temp dir and only its addresses, ports and paths rewritten to
-loopback/temp values (see `production_config`). No Docker: the entrypoint runs
+copied to a temp dir and only its ports and paths rewritten to free ports
+and temp paths (see `production_config`). No Docker: the entrypoint runs
 directly, with java and the project's venv from this machine. (Every other
 test starts TorchServe through `serving/`; this one tests the entrypoint, so it
 starts it the container's way, and reuses only the ports and properties pieces.)
@@ -9,7 +9,6 @@ starts it the container's way, and reuses only the ports and properties pieces.)
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -23,7 +22,7 @@ import pytest
 import requests
 
 from paths import DEPLOY
-from serving.properties import Ports
+from serving.properties import Ports, read_properties
 from tests.support.tools import require_tools
 
 PROD_CONFIG = DEPLOY / "config.production.properties"
@@ -41,16 +40,25 @@ LATENT_DIM = 2
 
 
 def production_config(dst: Path, ports: Ports, store: Path) -> Path:
-    """Copy the production config, rewriting only addresses, ports and paths.
+    """Copy the production config, rewriting only ports and paths.
 
-    Every other line (token auth, allowed_urls, size limits, queue, timeouts,
-    metrics mode) is the shipped file's, byte for byte.
+    Every other line (the loopback hosts, token auth off, allowed_urls, size
+    limits, queue, timeouts, metrics mode) is the shipped file's, byte for byte.
     """
     text = PROD_CONFIG.read_text()
-    rewrites = ports.properties("127.0.0.1") | {
-        "model_store": str(store),
-        "metrics_config": str(METRICS_CONFIG),
-    }
+    shipped = read_properties(PROD_CONFIG)
+    rewrites = (
+        {  # the file's own host, a free port
+            key: re.sub(r":\d+$", value[value.rindex(":") :], shipped[key])
+            if "address" in key
+            else value
+            for key, value in ports.properties().items()
+        }
+        | {
+            "model_store": str(store),
+            "metrics_config": str(METRICS_CONFIG),
+        }
+    )
     for key, value in rewrites.items():
         text, n = re.subn(rf"(?m)^{key}=.*$", f"{key}={value}", text)
         assert n == 1, f"{PROD_CONFIG.name} must set {key} exactly once (found {n})"
@@ -60,7 +68,7 @@ def production_config(dst: Path, ports: Ports, store: Path) -> Path:
 
 @dataclass
 class Server:
-    """A TorchServe started by entrypoint.sh; keys are re-read on every use."""
+    """A TorchServe started by entrypoint.sh (loopback only, no token: the gateway's job)."""
 
     proc: subprocess.Popen
     ports: Ports
@@ -82,23 +90,12 @@ class Server:
     def metrics(self) -> str:
         return f"http://127.0.0.1:{self.ports.metrics}"
 
-    @property
-    def key_file(self) -> Path:
-        return self.workdir / "key_file.json"
-
-    def key(self, kind: str) -> str:
-        return json.loads(self.key_file.read_text())[kind]["key"]
-
-    def auth(self, kind: str = "inference") -> dict:
-        return {"Authorization": f"Bearer {self.key(kind)}"}
-
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def probe(self, mode: str, *extra: str) -> subprocess.CompletedProcess:
         cmd = [
             sys.executable, str(PROBE), mode,
-            "--key-file", str(self.key_file),
             "--management-url", self.management,
             "--inference-url", self.inference,
             "--model-store", str(self.store),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from loadtests import benchreport
-from loadtests.benchpeers import PEERS, TRITON, against_peers
+from loadtests.benchpeers import PEERS, TRITON, against_peers, peers_markdown
 from loadtests.benchpoints import Plan
 from loadtests.benchreport import markdown
 from loadtests.benchtargets import TARGETS, encode1_bound, met, ratios
@@ -248,6 +248,23 @@ def test_peers_json_against_the_best_json_peer_binary_against_triton():
     assert not met("json_vs_best_peer", json_ratio["value"])
 
 
+def test_a_fastapi_row_measured_in_the_run_replaces_the_quoted_figure():
+    """The peer measured on this machine counts, not the figure quoted from another one."""
+    rows = peer_rows(1.1, 1.2)
+    rows.append(point("fastapi encode x1", 1, 400.0))  # quoted: 1,064 (another machine)
+    rows.append(point("fastapi v2 encode x1", 1, 500.0))
+    json_ratio, _ = against_peers(rows)
+    row = next(r for r in json_ratio["rows"] if (r["images"], r["clients"]) == (1, 1))
+    assert row["fastapi_measured"] == 400.0 and row["fastapi_v2_measured"] == 500.0
+    assert row["best_peer"] == "FastAPI" and row["best_peer_figure"] == 400.0
+    rows[-2]["items_per_s"] = 100.0  # below LitServe's quoted 168: LitServe is the best peer
+    json_ratio, _ = against_peers(rows)
+    row = next(r for r in json_ratio["rows"] if (r["images"], r["clients"]) == (1, 1))
+    assert row["best_peer"] == "LitServe" and row["best_peer_figure"] == 168
+    text = "\n".join(peers_markdown(json_ratio["rows"]))
+    assert "| 1 x 1 | 1170 | 100 | 168 (LitServe) |" in text
+
+
 def test_peers_not_met_when_a_row_was_not_measured():
     rows = [
         r
@@ -266,7 +283,7 @@ def test_markdown_shows_the_new_targets_the_peers_and_the_models_own_time(result
     assert "| <= 2 ms | NO |" in text
     assert "| v2_encode64_vs_compute | 0.85 (lowest at >= 8 clients; c8: 0.85, c16: 0.95;" in text
     assert "| json_vs_best_peer | n/a " in text  # the synthetic run lacks the peers' rows
-    assert "| 1 x 8 | not measured | 2091 (FastAPI) | - |" in text
+    assert "| 1 x 8 | not measured | not measured | 2091 (FastAPI) | - |" in text
     assert "| 6000 (0.80 ms) |" in text  # encoder, 1 thread, batch 1: items/s (own time)
     assert "| v2 encode x64 | 64 | 8 |" in text
 
