@@ -58,7 +58,7 @@ from loadtests.benchpeers import fastapi_points
 from loadtests.benchpoints import Plan, load_points, v2_outputs
 from loadtests.benchreport import markdown, plot
 from loadtests.benchserver import build_noop, build_unbatched, machine, reference_reply
-from loadtests.benchtargets import TARGETS, met, op_threads, ratios
+from loadtests.benchtargets import TARGETS, met, op_threads, ratios, worker_threads
 from loadtests.httpgen import cpu_seconds_self, machine_busy_seconds
 from paths import FIGURES, LOADTEST_RESULTS, SHIPPED_MODELS, STORE
 from serving.archive import WorkerConfig
@@ -124,9 +124,10 @@ def run(model: str, plan: Plan, worker: WorkerConfig, log=print) -> dict:
     if busy > 0.25:
         log(f"WARNING: {busy:.2f} cores busy before the run: the numbers will be low and noisy")
     log(f"compute ceiling of {model} (in-process TorchScript)")
-    served = {op_threads(result, op) for op in ("encode", "decode", "sample")}
-    one_worker = result["worker"]["handler"]["cpu_threads"]  # a lone request's threads
-    threads = tuple(sorted({1, one_worker, cores} | served))
+    ops = ("encode", "decode", "sample")
+    served = {op_threads(result, op) for op in ops}
+    one_worker = {worker_threads(result, op) for op in ops}  # a lone request's threads
+    threads = tuple(sorted({1, cores} | one_worker | served))
     comp = compute.ceilings(STORE / model, plan.batches, threads, plan.compute_seconds)
     for key, name in (("items_per_s", "compute"), ("p50_ms", "compute_p50_ms")):
         result[name] = {

@@ -16,6 +16,7 @@ from loadtests.benchtargets import (
     cpu_us_per_request,
     met,
     pick,
+    worker_threads,
 )
 
 
@@ -42,7 +43,8 @@ def settings(result: dict) -> str:
     return (
         f"batchSize {w['batch_size']}, maxBatchDelay {w['max_batch_delay_ms']} ms, workers "
         f"encode {w['encode_workers']} / decode {w['decode_workers']} / sample "
-        f"{w['sample_workers']}, {w['handler']['cpu_threads']} torch thread per worker"
+        f"{w['sample_workers']}, torch threads per worker "
+        + " / ".join(f"{op} {worker_threads(result, op)}" for op in ("encode", "decode", "sample"))
     )
 
 
@@ -92,7 +94,7 @@ def target_rows(result: dict) -> list[tuple[str, str, str]]:
 def v2_target_rows(result: dict) -> list[tuple[str, str, str]]:
     """issue 11's targets: lone-request latency, the binary ceilings, the peers."""
     r, big = result["ratios"], result["plan"]["big"]
-    t = result["worker"]["handler"]["cpu_threads"]
+    t = worker_threads(result, "encode")
     l1, l64 = r["lone1_p50_over_model_ms"], r["lone64_v2_encode_p50_over_model_ms"]
     rows = [
         (
@@ -101,12 +103,16 @@ def v2_target_rows(result: dict) -> list[tuple[str, str, str]]:
             + ", ".join(
                 f"{k} {v['p50_ms']:.2f} - {v['model_ms']:.2f}" for k, v in l1["rows"].items()
             )
-            + f" ms; model in-process at batch 1, {t} thread)",
+            + " ms; model in-process at batch 1 with one worker's threads: "
+            + ", ".join(
+                f"{op} {worker_threads(result, op)}" for op in ("encode", "decode", "sample")
+            )
+            + ")",
         ),
         (
             "lone64_v2_encode_p50_over_model_ms",
             f"{_ms(l64['value'])} (v2 encode x{big} at c=1: p50 {_ms(l64['p50_ms'])} "
-            f"- {l64['model_ms']:.2f} ms in-process at batch {big}, {t} thread)",
+            f"- {l64['model_ms']:.2f} ms in-process at batch {big}, {t} thread(s))",
         ),
     ]
     for op in ("encode", "decode"):

@@ -53,10 +53,16 @@ def one(rows: list[dict], label: str, c: int) -> dict | None:
     return found[0] if found else None
 
 
+def worker_threads(result: dict, op: str) -> int:
+    """Torch threads of one worker of the operation (what a lone request gets)."""
+    w = result["worker"]
+    return w.get(f"{op}_threads", w["handler"]["cpu_threads"])  # older runs: one setting
+
+
 def op_threads(result: dict, op: str) -> int:
     """The CPU an operation's archive has: its workers x torch threads each (<= the cores)."""
-    w = result["worker"]
-    return min(result["machine"]["cores"], w[f"{op}_workers"] * w["handler"]["cpu_threads"])
+    cores, w = result["machine"]["cores"], result["worker"]
+    return min(cores, w[f"{op}_workers"] * worker_threads(result, op))
 
 
 def compute_threads(result: dict) -> int:
@@ -92,15 +98,16 @@ def encode1_bound(result: dict, noop: dict) -> float | None:
 def lone_over_model(result: dict, big: int) -> tuple[dict, dict]:
     """p50 of lone requests (1 client) minus the model's own p50 in-process, in ms.
 
-    The model runs with the threads one worker has (`cpu_threads`), at batch 1 for
-    the single-item rows and at batch `big` for the binary `big`-image encode.
+    The model runs with the threads one worker of the row's operation has, at
+    batch 1 for the single-item rows and at batch `big` for the binary
+    `big`-image encode.
     """
     rows, own = result["points"], result["compute_p50_ms"]
-    t = str(result["worker"]["handler"]["cpu_threads"])
     per_row = {}
     for label, module in LONE1.items():
         if (p := one(rows, label, 1)) is not None:
-            model = own[module][t]["1"]
+            op = label.removeprefix("v2 ").split()[0]
+            model = own[module][str(worker_threads(result, op))]["1"]
             per_row[label] = {
                 "p50_ms": p["p50_ms"],
                 "model_ms": model,
@@ -113,7 +120,7 @@ def lone_over_model(result: dict, big: int) -> tuple[dict, dict]:
         "rows": per_row,
     }
     p = one(rows, f"v2 encode x{big}", 1)
-    model = own["encoder"][t][str(big)]
+    model = own["encoder"][str(worker_threads(result, "encode"))][str(big)]
     big_row = {
         "value": p["p50_ms"] - model if p else None,
         "p50_ms": p["p50_ms"] if p else None,

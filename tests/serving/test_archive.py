@@ -32,6 +32,9 @@ def test_archives_contents_and_stamps(vae_dir, tmp_path, monkeypatch):
         encode = yaml.safe_load(z.read("model-config.yaml"))
     assert encode["minWorkers"] == encode["maxWorkers"] == WorkerConfig().encode_workers
     assert config["minWorkers"] == config["maxWorkers"] == WorkerConfig().sample_workers
+    # torch threads per worker are set per operation (the handler reads cpu_threads)
+    assert encode["handler"]["cpu_threads"] == WorkerConfig().encode_threads == 1
+    assert config["handler"]["cpu_threads"] == WorkerConfig().sample_threads == 2
     with zipfile.ZipFile(out / "tiny-vae-score.mar") as z:  # score needs both modules
         names = set(z.namelist())
     assert {"score_handler.py", "manifest.json", "encoder.pt", "decoder.pt"} <= names
