@@ -17,13 +17,17 @@ at least Triton's binary figures.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from loadtests import payloads
 from loadtests.httpgen import run_point
+from loadtests.peer_fastapi import READY_ENV
 from serving.properties import free_ports
 
 # Issue 11's table, measured side by side in one run on a 2-core machine (about twice as
@@ -182,18 +186,32 @@ def fastapi_points(model_dir: Path, plan, outputs: dict[str, str], log) -> list[
 
 
 def start_peer(model_dir: Path, port: int, workers: int = 2) -> subprocess.Popen:
+    """The peer in its own process group; `proc.ready_dir` gets one file per worker
+    that can answer (`wait_ready` waits for all of them)."""
     cmd = [sys.executable, "-m", "loadtests.peer_fastapi", "--model-dir", str(model_dir)]
     cmd += ["--port", str(port), "--workers", str(workers)]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ)
+    ready_dir = Path(tempfile.mkdtemp(prefix="latentserve-peer-"))
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, **{READY_ENV: str(ready_dir)}),
+        start_new_session=True,  # its own process group: the workers it forks stop with it
+    )
+    proc.ready_dir, proc.workers = ready_dir, workers
+    return proc
 
 
 def stop_peer(proc: subprocess.Popen) -> None:
-    proc.terminate()
     try:
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    except ProcessLookupError:
+        proc.wait()
+    shutil.rmtree(proc.ready_dir, ignore_errors=True)
 
 
 def wait_ready(proc: subprocess.Popen, url: str, body: bytes, timeout: float = 120.0) -> None:
@@ -204,8 +222,9 @@ def wait_ready(proc: subprocess.Popen, url: str, body: bytes, timeout: float = 1
         if proc.poll() is not None:
             raise RuntimeError(f"the FastAPI peer exited: {proc.stderr.read().decode()[-2000:]}")
         try:
+            all_up = len(list(proc.ready_dir.iterdir())) >= proc.workers
             r = requests.post(url, data=body, headers={"content-type": "application/json"})
-            if r.status_code == 200:
+            if all_up and r.status_code == 200:
                 return
         except requests.ConnectionError:
             pass

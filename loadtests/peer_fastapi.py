@@ -16,9 +16,12 @@ Routes: `POST /predictions/encode` (the JSON API's body) and
 
 import argparse
 import os
+import signal
+import socket
 from pathlib import Path
 
 MODEL_ENV = "LATENTSERVE_PEER_MODEL_DIR"
+READY_ENV = "LATENTSERVE_PEER_READY_DIR"  # each worker leaves a file there once it can answer
 
 
 def create_app():
@@ -61,27 +64,56 @@ def create_app():
     async def encode_v2(request: Request) -> Response:
         return await answer(request, V2)
 
+    if os.environ.get(READY_ENV):
+        (Path(os.environ[READY_ENV]) / f"worker-{os.getpid()}").touch()
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
+def serve(sock: socket.socket) -> None:
     import uvicorn
 
+    config = uvicorn.Config(
+        "loadtests.peer_fastapi:create_app", factory=True, log_level="warning", access_log=False
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", type=Path, required=True, help="an export (manifest.json)")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args(argv)
     os.environ[MODEL_ENV] = str(a.model_dir.resolve())
-    uvicorn.run(
-        "loadtests.peer_fastapi:create_app",
-        factory=True,
-        host="127.0.0.1",
-        port=a.port,
-        workers=a.workers,
-        log_level="warning",
-        access_log=False,
-    )
+    # One uvicorn process per worker, each on its own socket bound with SO_REUSEPORT,
+    # so that the kernel spreads connections over the workers (on one shared socket
+    # asyncio's accept loop let one process take every connection of a burst).
+    children = []
+    for _ in range(a.workers - 1):
+        pid = os.fork()
+        if pid == 0:
+            serve(listen(a.port))
+            os._exit(0)
+        children.append(pid)
+    try:
+        serve(listen(a.port))
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            os.waitpid(pid, 0)
+
+
+def listen(port: int) -> socket.socket:
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it every answer (headers, then body: two writes) waited for the
+    # client's delayed ACK, ~44 ms (as uvicorn's own --workers does here).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(2048)
+    return sock
 
 
 if __name__ == "__main__":
