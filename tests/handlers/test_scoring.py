@@ -29,34 +29,14 @@ from handlers.engine import Engine
 from handlers.model import MANIFEST
 from handlers.readers import RawRequest
 from handlers.schemas import ScoreResponse
-from handlers.v2_write import HEADER_LENGTH
 from serving.calibrate import auprc, auroc, statistics
 from tests.handlers.test_v2_engine import png_b64, v2_error
 from tests.handlers.tiny import json_request, make_engine, rejects, v2_request
 from tests.support.exports import fixture_images
 from tests.support.v2 import binary_input
+from tests.support.v2 import read_reply as read_v2
 
 IMAGES = fixture_images(6, seed=9)
-
-
-def read_v2(reply) -> tuple[dict, dict[str, np.ndarray]]:
-    """A v2 answer -> (its JSON, {name: array}); BOOL, UINT8 and FP32, binary or JSON."""
-    assert reply.status == 200, reply.body
-    body = reply.body if isinstance(reply.body, bytes) else reply.body.encode()
-    split = int(reply.headers.get(HEADER_LENGTH, len(body)))
-    head, offset, arrays = json.loads(body[:split]), split, {}
-    dtypes = {"FP32": np.float32, "UINT8": np.uint8, "BOOL": np.bool_}
-    for out in head["outputs"]:
-        dtype = dtypes[out["datatype"]]
-        if "data" in out:
-            arr = np.array(out["data"], dtype=dtype)
-        else:
-            size = out["parameters"]["binary_data_size"]
-            arr = np.frombuffer(body[offset : offset + size], dtype=dtype)
-            offset += size
-        arrays[out["name"]] = arr.reshape(out["shape"])
-    assert offset == len(body)
-    return head, arrays
 
 
 def score_json(images: np.ndarray, **fields) -> object:

@@ -16,27 +16,15 @@ from handlers.v2_write import HEADER_LENGTH
 from tests.handlers.test_engine import total
 from tests.handlers.tiny import LATENT, json_request, make_engine, v2_request
 from tests.support.v2 import binary_input
+from tests.support.v2 import read_reply as support_read_reply
 
 
 def read_reply(reply: Reply) -> tuple[dict, dict[str, np.ndarray]]:
-    """A v2 answer -> (its JSON, {output name: array}), binary or JSON outputs alike."""
-    assert reply.status == 200, reply.body
-    body = reply.body if isinstance(reply.body, bytes) else reply.body.encode()
-    split = int(reply.headers.get(HEADER_LENGTH, len(body)))
-    assert reply.content_type == ("application/json" if split == len(body) else
-                                  "application/octet-stream")  # fmt: skip
-    head, offset, arrays = json.loads(body[:split]), split, {}
-    dtypes = {"FP32": np.float32, "UINT8": np.uint8}
-    for out in head["outputs"]:
-        dtype = dtypes[out["datatype"]]
-        if "data" in out:
-            arr = np.array(out["data"], dtype=dtype)
-        else:
-            size = out["parameters"]["binary_data_size"]
-            arr = np.frombuffer(body[offset : offset + size], dtype=dtype)
-            offset += size
-        arrays[out["name"]] = arr.reshape(out["shape"])
-    assert offset == len(body)
+    """A v2 answer -> (its JSON, {output name: array}), with the content type its
+    layout calls for (JSON alone, or JSON then binary tensors)."""
+    head, arrays = support_read_reply(reply)
+    binary = HEADER_LENGTH in reply.headers
+    assert reply.content_type == ("application/octet-stream" if binary else "application/json")
     return head, arrays
 
 

@@ -20,7 +20,9 @@ import requests
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
-DTYPES = {"UINT8": np.uint8, "INT8": np.int8, "FP32": np.float32, "FP64": np.float64}
+DTYPES = {
+    "UINT8": np.uint8, "INT8": np.int8, "FP32": np.float32, "FP64": np.float64, "BOOL": np.bool_
+}  # fmt: skip
 
 
 def datatype(array: np.ndarray) -> str:
@@ -90,8 +92,18 @@ def post_v2(
 def read_v2(resp: requests.Response) -> tuple[dict, dict[str, np.ndarray]]:
     """A 200 v2 answer -> (its JSON, {output name: array}), JSON or binary outputs."""
     assert resp.status_code == 200, resp.text[:500]
-    body = resp.content
-    length = resp.headers.get(HEADER_LENGTH)
+    return split_v2(resp.content, resp.headers.get(HEADER_LENGTH))
+
+
+def read_reply(reply) -> tuple[dict, dict[str, np.ndarray]]:
+    """The engine's 200 v2 `Reply` -> (its JSON, {output name: array})."""
+    assert reply.status == 200, reply.body
+    body = reply.body if isinstance(reply.body, bytes) else reply.body.encode()
+    return split_v2(body, reply.headers.get(HEADER_LENGTH))
+
+
+def split_v2(body: bytes, length: str | None) -> tuple[dict, dict[str, np.ndarray]]:
+    """A v2 answer's bytes and its header-length header -> (JSON, {name: array})."""
     cut = int(length) if length is not None else len(body)
     meta = json.loads(body[:cut])
     tensors, offset = {}, cut
