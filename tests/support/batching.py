@@ -20,6 +20,11 @@ R = TypeVar("R")
 # How often a caller builds the batch again when the scheduler split or joined it:
 # with a short maxBatchDelay a request that reaches the frontend late runs on its own.
 ATTEMPTS = 12
+# Between two blockers of a multi-worker archive: far longer than maxBatchDelay (on a
+# loaded machine two blockers sent 3 ms apart reached the frontend together, one worker
+# took both and the other the test's requests, one by one), far shorter than a blocker
+# runs (the encode blocker: about half a second).
+SPACING = 0.025
 
 
 def one_batch(
@@ -42,9 +47,11 @@ def one_batch(
         t.start()
     blockers = []
     for w in range(workers):  # each alone in its batch: further apart than maxBatchDelay
+        if w:
+            time.sleep(SPACING)
         blockers.append(threading.Thread(target=hold, args=(w,)))
         blockers[-1].start()
-        time.sleep(3 * WorkerConfig().max_batch_delay_ms / 1000)
+    time.sleep(3 * WorkerConfig().max_batch_delay_ms / 1000)  # the last one picked up first
     gate.wait()
     for t in [*threads, *blockers]:
         t.join(timeout=timeout)
