@@ -13,20 +13,15 @@ import time
 
 import numpy as np
 import pytest
-import requests
 
 from client import LatentClient, LatentServeError, RetryPolicy
 from serving.properties import free_ports
 from tests.client.conftest import EXPLORER_MODEL, client_for
+from tests.support.live import scale_workers
 
 
 def _scale(server, archive: str, workers: int) -> None:
-    resp = requests.put(
-        f"{server.process.management_url}/models/{archive}",
-        params={"min_worker": workers, "max_worker": workers, "synchronous": "true"},
-        timeout=120,
-    )
-    assert resp.status_code == 200, resp.text
+    scale_workers(server.process.management_url, archive, workers)
 
 
 def test_retries_while_the_workers_are_gone_then_succeeds(server):

@@ -9,21 +9,16 @@ import subprocess
 import sys
 
 import pytest
-import requests
 
 from serving.properties import free_ports
 from tests.deploy import tsproc
+from tests.support.live import scale_workers
 
 pytestmark = pytest.mark.integration
 
 
 def scale(server, model: str, workers: int) -> None:
-    r = requests.put(
-        f"{server.management}/models/{model}",
-        params={"min_worker": workers, "max_worker": workers, "synchronous": "true"},
-        timeout=120,
-    )
-    assert r.status_code == 200, r.text
+    scale_workers(server.management, model, workers)
 
 
 @pytest.mark.parametrize("mode", ["ready", "live", "ping"])

@@ -120,3 +120,14 @@ def start_live_server(
         pytest.fail(f"TorchServe did not come up: {err}")
     served = [ServedModel.of(d) for d in model_dirs]
     return LiveServer(running.process, running.ready_seconds, served)
+
+
+def scale_workers(management_url: str, archive: str, workers: int) -> None:
+    """Set an archive's workers to exactly `workers` through the management API, and
+    wait until TorchServe has done it (`synchronous`)."""
+    resp = requests.put(
+        f"{management_url}/models/{archive}",
+        params={"min_worker": workers, "max_worker": workers, "synchronous": "true"},
+        timeout=120,
+    )
+    assert resp.status_code == 200, resp.text
