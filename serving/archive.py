@@ -101,12 +101,7 @@ class WorkerConfig:
     response_timeout_s: int = 60
 
     def workers(self, operation: str) -> int:
-        return {
-            "encode": self.encode_workers,
-            "decode": self.decode_workers,
-            "sample": self.sample_workers,
-            "score": self.score_workers,
-        }[operation]
+        return getattr(self, f"{operation}_workers")
 
     def threads(self, operation: str) -> int:
         return getattr(self, f"{operation}_threads")
