@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from handlers.model import MANIFEST, ModelInfo, load_script
 from handlers.options import HandlerOptions
 from paths import FIGURES, RESULTS, SHIPPED_MODELS, STORE
 from training.data import load_dataset, train_val_split
+from training.export import write_manifest
 
 FPR = 0.01  # the evaluated threshold: the default `fpr` of a request
 OTHER = {"fashion-mnist": "mnist", "mnist": "fashion-mnist"}
@@ -59,14 +59,6 @@ def statistics(model_dir: Path, images: np.ndarray) -> dict[str, np.ndarray]:
             rows.append(run_model(encoder, decoder, x, info.scale, info.kind)[0].float())
     table = torch.cat(rows).double().numpy()  # float32 on the way, as a worker's outputs
     return {k: table[:, j] for j, k in enumerate(stat_names(info.kind))}
-
-
-def write_manifest(path: Path, manifest: dict) -> None:
-    """indent=2 like the export, but lists of numbers on one line (the quantiles are long)."""
-    text = json.dumps(manifest, indent=2)
-    number = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
-    flat = re.compile(rf"\[\s*({number}(?:,\s*{number})*)\s*\]")
-    path.write_text(flat.sub(lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n")
 
 
 def calibrate(model_dir: Path, images: np.ndarray, held_out: dict | None = None) -> dict:

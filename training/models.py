@@ -5,6 +5,11 @@ pytorch/examples) and `conv` (default). The VAE encoder has two heads and
 returns `(z_mean, z_log_var)`; the AE encoder returns `z`. Decoders return
 logits; `ImageDecoder` adds the sigmoid for export, so served images are in
 [0, 1] like the inputs.
+
+Two choices in the conv decoder are for CPU speed only and change no parameter
+or output: its feature maps are channels-last (`ToImage`), and its output layer
+runs as a convolution and a pixel shuffle (`SubPixelConvTranspose2d`). At batch
+64 on one thread they take the exported decoder from 15.9 to 11.6 ms.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 KINDS = ("ae", "vae")
@@ -59,6 +65,54 @@ def _act() -> nn.Module:
     return nn.SiLU()
 
 
+class ToImage(nn.Module):
+    """(B, C*H*W) -> (B, C, H, W) in channels-last memory, in which oneDNN runs the
+    transposed convolutions that follow 5-15 % faster on a CPU. No parameters, so
+    it stands where `nn.Unflatten` stood without changing a state_dict key."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.shape
+        return x.reshape(x.shape[0], c, h, w).contiguous(memory_format=torch.channels_last)
+
+
+class SubPixelConvTranspose2d(nn.ConvTranspose2d):
+    """A stride-2, padding-1 transposed convolution (kernel 3 or 4) computed as one 3x3
+    convolution into 4x the channels and a pixel shuffle: each output phase is a
+    convolution of the input with a subset of the kernel's taps.
+
+    Same parameters (loads ConvTranspose2d's state_dict) and the same outputs up to
+    float rounding. Why: oneDNN's CPU transposed convolution with one output channel
+    (the decoder's last layer) ran 3.7 ms for 64 images, this 1.2 ms. With more
+    output channels the 3x3 form does 2.25x the multiplications and is slower, so
+    only the output layer uses it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, **kw) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=2, padding=1, **kw)
+        if kernel_size not in (3, 4) or self.groups != 1 or self.dilation != (1, 1):
+            raise ValueError("SubPixelConvTranspose2d: kernel 3 or 4, groups 1, dilation 1")
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        k = self.kernel_size[0]
+        # row r of the 3x3 kernel for output phase a: taps (a, r) of the transposed
+        # kernel, input offsets -1, 0, +1; index k is the zero row padded on below
+        rows = [3, 1, k, k, 2, 0] if k == 4 else [k, 1, k, k, 2, 0]
+        taps = torch.tensor(rows, device=self.weight.device)
+        w = F.pad(self.weight, (0, 1, 0, 1)).index_select(2, taps).index_select(3, taps)
+        cin, cout = w.shape[0], w.shape[1]
+        w = w.reshape(cin, cout, 2, 3, 2, 3).permute(1, 2, 4, 0, 3, 5).reshape(cout * 4, cin, 3, 3)
+        bias = self.bias
+        if bias is not None:
+            bias = bias.repeat_interleave(4)
+        y = F.pixel_shuffle(F.conv2d(x, w, bias, 1, 1), 2)
+        h = 2 * x.shape[-2] - 4 + k + self.output_padding[0]
+        return y[..., :h, : 2 * x.shape[-1] - 4 + k + self.output_padding[1]]
+
+
 def _features(cfg: ModelConfig) -> tuple[nn.Module, int]:
     """Image -> hidden feature vector."""
     c, h, w = cfg.image_shape
@@ -90,10 +144,10 @@ def _generator(cfg: ModelConfig) -> nn.Module:
     return nn.Sequential(
         nn.Linear(cfg.latent_dim, cfg.hidden), _act(),
         nn.Linear(cfg.hidden, c3 * gh * gw), _act(),
-        nn.Unflatten(1, (c3, gh, gw)),
+        ToImage((c3, gh, gw)),
         nn.ConvTranspose2d(c3, c2, 3, 2, 1, output_padding=pad), _act(),  # H/4
         nn.ConvTranspose2d(c2, c1, 4, 2, 1), _act(),  # H/2
-        nn.ConvTranspose2d(c1, c, 4, 2, 1),  # H
+        SubPixelConvTranspose2d(c1, c, 4),  # H
     )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from training.losses import (
     reconstruction,
     reparameterize,
 )
-from training.models import ModelConfig, build_model
+from training.models import ModelConfig, SubPixelConvTranspose2d, build_model
 
 
 @pytest.mark.parametrize("body", ["mlp", "conv"])
@@ -93,3 +93,37 @@ def test_loss_of_a_model_trains_downward():
         opt.step()
     assert terms.total.item() < first
     assert terms.kl.shape == (16,) and (terms.kl >= 0).all()
+
+
+@pytest.mark.parametrize("kernel, output_padding", [(4, 0), (3, 0), (3, 1)])
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_subpixel_transposed_conv_is_the_transposed_conv(kernel, output_padding, out_channels):
+    """Same parameters, outputs and gradients as nn.ConvTranspose2d (stride 2, padding 1)."""
+    torch.manual_seed(0)
+    ref = torch.nn.ConvTranspose2d(5, out_channels, kernel, 2, 1, output_padding=output_padding)
+    fast = SubPixelConvTranspose2d(5, out_channels, kernel, output_padding=output_padding)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 5, 7, 6)
+    y_ref, y_fast = ref(x), fast(x)
+    assert y_fast.shape == y_ref.shape
+    assert torch.allclose(y_fast, y_ref, atol=1e-5)
+    g = torch.randn_like(y_ref)
+    (y_ref * g).sum().backward()
+    (y_fast * g).sum().backward()
+    assert torch.allclose(fast.weight.grad, ref.weight.grad, atol=1e-4)
+    assert torch.allclose(fast.bias.grad, ref.bias.grad, atol=1e-4)
+    scripted = torch.jit.script(fast)
+    assert torch.allclose(scripted(x), y_fast, atol=1e-6)
+
+
+def test_subpixel_transposed_conv_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="kernel 3 or 4"):
+        SubPixelConvTranspose2d(4, 1, 5)
+    with pytest.raises(ValueError, match="groups 1"):
+        SubPixelConvTranspose2d(4, 2, 4, groups=2)
+
+
+def test_conv_decoder_keeps_the_transposed_conv_state_dict_keys():
+    """Older checkpoints and TorchScript files load into the decoder unchanged."""
+    keys = set(build_model(ModelConfig("vae", "conv", 8)).decoder.state_dict())
+    assert {"net.5.weight", "net.7.weight", "net.9.weight", "net.9.bias"} <= keys

@@ -9,7 +9,15 @@ import torch
 
 from training.data import to_float
 from training.evaluate import active_units, evaluate, evaluate_run, knn_accuracy
-from training.export import ExportError, export_model, export_run, script_and_check, sha256_file
+from training.export import (
+    ExportError,
+    export_model,
+    export_run,
+    model_from_export,
+    rescript,
+    script_and_check,
+    sha256_file,
+)
 from training.models import ImageDecoder, ModelConfig, build_model, encode_all
 from training.plots import main as plots_main
 from training.plots import make_figures
@@ -121,6 +129,27 @@ def test_load_run_then_evaluate_export_and_redraw_samples_from_the_export(tiny_r
         assert torch.allclose(decoder(z), ImageDecoder(model.decoder)(z), atol=1e-5)
     plots_main(["--export", str(tmp_path / "export"), "--out", str(tmp_path / "figs")])
     assert (tmp_path / "figs" / "samples.png").stat().st_size > 1000
+
+
+def test_rescript_keeps_weights_and_unchanged_files(tiny_run, tmp_path):
+    """An export scripted again with this code: the same answers, a file whose code
+    did not change keeps its bytes, and the manifest's sha256 follow the files."""
+    run = load_run(tiny_run[2])
+    out = tmp_path / "export"
+    manifest = export_run(run, out)
+    x = to_float(run.data.test.images[:32])
+    with torch.inference_mode():
+        assert torch.allclose(model_from_export(out).encode_mean(x), run.model.encode_mean(x))
+    before = {f: (out / f).read_bytes() for f in ("encoder.pt", "decoder.pt")}
+    stale = json.loads((out / "manifest.json").read_text())
+    stale["files"]["decoder.pt"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(stale))
+    drift = rescript(out, x)
+    assert max(drift.values()) <= 1e-5
+    assert {f: (out / f).read_bytes() for f in before} == before  # same code: untouched
+    again = json.loads((out / "manifest.json").read_text())
+    assert again["files"] == manifest["files"]
+    assert again["metrics"] == manifest["metrics"] and again["prior"] == manifest["prior"]
 
 
 def test_old_checkpoint_configs_still_load():
