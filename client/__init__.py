@@ -7,6 +7,7 @@ from client.api import DEFAULT_URL, LatentClient
 from client.errors import InputError, LatentServeError
 from client.results import Encoded, Stats
 from client.retry import RetryPolicy
+from client.scores import Scored
 
 __all__ = [
     "DEFAULT_URL",
@@ -15,5 +16,6 @@ __all__ = [
     "LatentClient",
     "LatentServeError",
     "RetryPolicy",
+    "Scored",
     "Stats",
 ]

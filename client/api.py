@@ -1,4 +1,4 @@
-"""`LatentClient`: encode, decode and sample against a latentserve TorchServe.
+"""`LatentClient`: encode, decode, sample and score against a latentserve TorchServe.
 
 It speaks the Open Inference Protocol with binary tensors by default
 (`protocol="v2"`), or latentserve's JSON API (`protocol="json"`); both live in
@@ -26,11 +26,11 @@ import numpy as np
 import requests
 from PIL import Image
 
-from client import inputs
+from client import inputs, scores
 from client.errors import InputError, LatentServeError
 from client.limits import MAX_ITEMS, MAX_N, MAX_SEED
 from client.protocols import PROTOCOLS, Images, Reply, Request
-from client.results import Encoded, Progress, Stats
+from client.results import Encoded, Progress, Stats, join_arrays, join_images
 from client.retry import RetryPolicy, retry_status, run_ordered, split
 
 T = TypeVar("T")
@@ -43,7 +43,7 @@ DEFAULT_CONCURRENCY = 4
 
 
 class LatentClient:
-    """Client of one model's three endpoints, `<model>-encode|decode|sample`.
+    """Client of one model's endpoints, `<model>-encode|decode|sample|score`.
 
     Parameters: `base_url` of the inference API; `token` the inference key when
     TorchServe's token authorization is on; `timeout` seconds to connect and to
@@ -212,7 +212,7 @@ class LatentClient:
         ranges = split(len(items), self.batch_size)
         parts = self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)])
         z_mean, z_log_var, z = (
-            _join([p[name] for p in parts]) for name in ("z_mean", "z_log_var", "z")
+            join_arrays([p[name] for p in parts]) for name in ("z_mean", "z_log_var", "z")
         )
         return Encoded(z_mean, z_log_var, z, seed if sample else None)
 
@@ -242,7 +242,7 @@ class LatentClient:
 
             return run
 
-        return _join_images(self._map([task(a, b) for a, b in split(len(zs), self.batch_size)]))
+        return join_images(self._map([task(a, b) for a, b in split(len(zs), self.batch_size)]))
 
     def sample(
         self,
@@ -274,19 +274,25 @@ class LatentClient:
             return run
 
         ranges = split(n, MAX_N)
-        return _join_images(self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)]))
+        return join_images(self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)]))
 
+    def score(self, images: Any, *, fpr: float = 0.01, mode: str = "full") -> scores.Scored:
+        """Images -> how unusual each is for the model: scores, p-values, is_outlier at
+        `fpr` (client/scores.py). `mode="latent"`: the latent score alone, from the
+        encoder only (about encode's cost; docs/scores.md says where it separates)."""
+        items = inputs.as_items(images)
+        if len(items) == 0:
+            raise InputError("nothing to score")
+        if mode not in scores.MODES:
+            raise InputError(f"mode must be one of {scores.MODES}, got {mode!r}")
 
-def _join(parts: list[np.ndarray | None]) -> np.ndarray | None:
-    """Per-request arrays -> one (always a fresh, writable array), or None if absent."""
-    if all(p is None for p in parts):
-        return None
-    if any(p is None for p in parts):
-        raise LatentServeError("the answers disagree: some have an output that others lack")
-    return np.concatenate(parts)
+        def task(start: int, stop: int) -> Callable[[], scores.Scored]:
+            def run() -> scores.Scored:
+                request = scores.request(self.protocol.name, items[start:stop], fpr, mode)
+                reply = self.post("score", request, stop - start)
+                self.stats.add(items=stop - start)
+                return scores.read(self.protocol.name, reply)
 
+            return run
 
-def _join_images(parts: list[Images]) -> Images:
-    if isinstance(parts[0], np.ndarray):
-        return np.concatenate(parts)
-    return [img for part in parts for img in part]
+        return scores.join(self._map([task(a, b) for a, b in split(len(items), self.batch_size)]))

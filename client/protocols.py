@@ -51,7 +51,7 @@ class JsonApi:
         payload: dict = {"instances": [inputs.to_instance(x) for x in items]}
         if seed is not None:
             payload.update(sample=True, seed=seed)
-        return _json(payload)
+        return json_body(payload)
 
     def read_encoded(self, reply: Reply, seed: int | None) -> dict[str, np.ndarray | None]:
         preds = read_answer(reply.body, reply.url, reply.items)["predictions"]
@@ -69,17 +69,17 @@ class JsonApi:
     def decode_request(self, zs: np.ndarray, as_array: bool) -> Request:
         payload: dict = {"instances": [{"z": row} for row in zs.tolist()]}
         payload["format"] = "array" if as_array else "png"
-        return _json(payload)
+        return json_body(payload)
 
     def sample_request(self, n: int, seed: int, temperature: float, as_array: bool) -> Request:
         fmt = "array" if as_array else "png"
-        return _json({"n": n, "seed": seed, "temperature": temperature, "format": fmt})
+        return json_body({"n": n, "seed": seed, "temperature": temperature, "format": fmt})
 
     def read_images(self, reply: Reply, as_array: bool, seed: int | None = None) -> Images:
         return images(read_answer(reply.body, reply.url, reply.items)["predictions"], as_array)
 
 
-def _json(payload: dict) -> Request:
+def json_body(payload: dict) -> Request:
     return json.dumps(payload, separators=(",", ":")).encode(), {}
 
 

@@ -77,3 +77,18 @@ def images(preds: list[dict], as_array: bool) -> list[Image.Image] | np.ndarray:
     if as_array:
         return np.asarray([p["pixels"] for p in preds], dtype=np.float32)
     return [read_png(p["image_b64"]) for p in preds]
+
+
+def join_arrays(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    """Per-request arrays -> one (always a fresh, writable array), or None if absent."""
+    if all(p is None for p in parts):
+        return None
+    if any(p is None for p in parts):
+        raise LatentServeError("the answers disagree: some have an output that others lack")
+    return np.concatenate(parts)
+
+
+def join_images(parts: list) -> list[Image.Image] | np.ndarray:
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return [img for part in parts for img in part]

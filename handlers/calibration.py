@@ -15,13 +15,17 @@ Scores (larger = more unusual):
   simpler images (a Fashion model gives MNIST digits *higher* likelihood);
 - `complexity`: the same in bits minus png_bits (S(x) = -log2 p(x) - L(x));
 - `mahalanobis`: squared Mahalanobis distance of the logs of the statistics from
-  their mean over held-out in-distribution images (a DoSE-style density).
+  their mean over held-out in-distribution images (a DoSE-style density);
+- `latent`: squared Mahalanobis distance of the encoder's output (z_mean and
+  z_log_var; AE: z) from its held-out mean. It needs no decoder pass and no
+  PNG, so a request may ask for it alone (`mode: latent`) at about encode's cost.
 
 The calibration (manifest key `calibration`, written by `serving/calibrate.py`
 from the validation split) holds each score's quantiles over the held-out
-images and the statistics' mean and precision matrix, so serving needs nothing
-but the manifest. A p-value is the share of held-out images scoring at least
-as high; an image is an outlier at false-positive rate `fpr` when p < fpr.
+images and the means and precision matrices of the statistics and of the
+encoder's output, so serving needs nothing but the manifest. A p-value is the
+share of held-out images scoring at least as high; an image is an outlier at
+false-positive rate `fpr` when p < fpr.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 
 LN2 = math.log(2.0)
 PRIMARY = "mahalanobis"  # the score behind `is_outlier` and the metrics
+LATENT = "latent"  # the encoder-only score, and the primary of a `mode: latent` request
 CLAMP = 1e-6  # pixel probabilities are clamped to [CLAMP, 1 - CLAMP] before the log
 PNG_OVERHEAD = 8 + 25 + 12 + 12  # signature, IHDR, one IDAT's framing, IEND (bytes)
 FLAG_FPR = 0.01  # the flagged-items counter flags at this rate, whatever a request asks
@@ -47,7 +52,12 @@ def stat_names(kind: str) -> tuple[str, ...]:
 
 
 def score_names(kind: str) -> tuple[str, ...]:
-    return ("neg_elbo" if kind == "vae" else "recon", "complexity", PRIMARY)
+    return ("neg_elbo" if kind == "vae" else "recon", "complexity", PRIMARY, LATENT)
+
+
+def latent_code(e) -> torch.Tensor:
+    """An encoder's output as one (n, C) row per item: z_mean ++ z_log_var, or an AE's z."""
+    return torch.cat(e, 1) if isinstance(e, tuple) else e
 
 
 # ---- statistics ------------------------------------------------------------------
@@ -71,8 +81,9 @@ def model_stats(
 
 def run_model(
     encoder, decoder, x: torch.Tensor, scale: float, kind: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A chunk through both modules -> (statistics (n, S) in `stat_names` order, pixels).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A chunk through both modules -> (statistics (n, S) in `stat_names` order, the
+    encoder's output (n, C) as `latent_code`, pixels).
 
     The one computation behind the `score` operation and its calibration. The
     PNG is of the 8-bit image (x * scale, rounded: exactly the uploaded pixels).
@@ -83,7 +94,13 @@ def run_model(
     stats = model_stats(x, pixels, z_mean, z_log_var)
     u8 = np.clip(np.rint(x[:, 0].float().cpu().numpy() * scale), 0, 255).astype(np.uint8)
     stats["png_bits"] = torch.from_numpy(png_bits(u8)).to(stats["z_norm"].device)
-    return torch.stack([stats[k] for k in stat_names(kind)], 1), pixels
+    return torch.stack([stats[k] for k in stat_names(kind)], 1), latent_code(e), pixels
+
+
+def kl_of_code(code: np.ndarray, latent_dim: int) -> np.ndarray:
+    """A VAE's KL(q(z|x) || N(0, I)) from its `latent_code` (as `model_stats` computes it)."""
+    mean, lv = code[:, :latent_dim], code[:, latent_dim:]
+    return np.maximum(0.5 * (mean**2 + np.exp(lv) - 1.0 - lv).sum(1), 0.0)
 
 
 def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -139,12 +156,27 @@ def write_png_file(image: np.ndarray, level: int = 9) -> bytes:
     return sig + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def scores_of(kind: str, stats: dict[str, np.ndarray], cal: Calibration | None) -> np.ndarray:
-    """(n, len(score_names(kind))) scores from the statistics; mahalanobis needs `cal`."""
+def scores_of(
+    kind: str, stats: dict[str, np.ndarray], code: np.ndarray, cal: Calibration | None
+) -> np.ndarray:
+    """(n, len(score_names(kind))) scores from the statistics and the encoder's output;
+    mahalanobis and latent need `cal` (NaN without)."""
     raw = stats["recon_nats"] + (stats["kl_nats"] if kind == "vae" else 0.0)
     cols = [raw, raw / LN2 - stats["png_bits"]]
-    cols.append(cal.mahalanobis(stats) if cal is not None else np.full_like(raw, np.nan))
-    return np.stack(cols, 1)
+    if cal is None:
+        return np.stack([*cols, np.full_like(raw, np.nan), np.full_like(raw, np.nan)], 1)
+    return np.stack([*cols, cal.mahalanobis(stats), cal.latent(code)], 1)
+
+
+def _distance(v: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    d = v - mean
+    return np.einsum("ij,jk,ik->i", d, precision, d)
+
+
+def _mean_precision(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    cov = np.atleast_2d(np.cov(v, rowvar=False))
+    # a tiny ridge guards against a statistic that does not vary (a flat input set)
+    return v.mean(0), np.linalg.inv(cov + 1e-9 * np.diag(np.diag(cov)) + 1e-12 * np.eye(len(cov)))
 
 
 # ---- calibration ---------------------------------------------------------------------
@@ -159,6 +191,8 @@ class Calibration:
     mean: np.ndarray  # (F,)
     precision: np.ndarray  # (F, F): inverse covariance
     held_out: int  # images the quantiles come from
+    code_mean: np.ndarray  # (C,): the encoder's output, for the latent score
+    code_precision: np.ndarray  # (C, C)
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> Calibration:
@@ -172,6 +206,8 @@ class Calibration:
                 np.asarray(c["mahalanobis"]["mean"], dtype=np.float64),
                 np.asarray(c["mahalanobis"]["precision"], dtype=np.float64),
                 int(c["held_out"]["images"]),
+                np.asarray(c["latent"]["mean"], dtype=np.float64),
+                np.asarray(c["latent"]["precision"], dtype=np.float64),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(
@@ -182,7 +218,13 @@ class Calibration:
         if cal.scores != score_names(kind) or cal.features != stat_names(kind):
             raise ValueError(f"calibration is for other scores: {cal.scores}, {cal.features}")
         f, n = len(cal.features), len(cal.levels)
-        if cal.quantiles.shape != (len(cal.scores), n) or cal.precision.shape != (f, f):
+        code = int(manifest["latent_dim"]) * (2 if kind == "vae" else 1)
+        if (
+            cal.quantiles.shape != (len(cal.scores), n)
+            or cal.precision.shape != (f, f)
+            or cal.code_mean.shape != (code,)
+            or cal.code_precision.shape != (code, code)
+        ):
             raise ValueError("calibration arrays have the wrong shapes")
         if n < 2 or np.any(np.diff(cal.levels) <= 0) or np.any(np.diff(cal.quantiles) < 0):
             raise ValueError("calibration levels or quantiles are not increasing")
@@ -190,37 +232,48 @@ class Calibration:
 
     def mahalanobis(self, stats: dict[str, np.ndarray]) -> np.ndarray:
         logs = np.stack([np.log(np.maximum(stats[k], 1e-12)) for k in self.features], 1)
-        d = logs - self.mean
-        return np.einsum("ij,jk,ik->i", d, self.precision, d)
+        return _distance(logs, self.mean, self.precision)
 
-    def p_values(self, scores: np.ndarray) -> np.ndarray:
-        """(n, S) scores -> (n, S) upper-tail p-values against the held-out scores.
+    def latent(self, code: np.ndarray) -> np.ndarray:
+        return _distance(np.asarray(code, dtype=np.float64), self.code_mean, self.code_precision)
+
+    def p_values(self, scores: np.ndarray, names: tuple[str, ...] | None = None) -> np.ndarray:
+        """(n, S) scores (of `names`, default all) -> (n, S) upper-tail p-values.
 
         1 - F(s), F the held-out distribution interpolated between the stored
         quantiles; never below 1 / (held_out + 1), never above 1.
         """
+        rows = [self.scores.index(k) for k in names] if names else range(len(self.scores))
         out = np.empty_like(scores, dtype=np.float64)
-        for i in range(scores.shape[1]):
-            out[:, i] = 1.0 - np.interp(scores[:, i], self.quantiles[i], self.levels)
+        for j, i in enumerate(rows):
+            out[:, j] = 1.0 - np.interp(scores[:, j], self.quantiles[i], self.levels)
         return np.clip(out, 1.0 / (self.held_out + 1), 1.0)
 
 
 def fit_calibration(
-    kind: str, stats: dict[str, np.ndarray], levels: int = 1001, digits: int = 7
+    kind: str,
+    stats: dict[str, np.ndarray],
+    code: np.ndarray,
+    levels: int = 1001,
+    digits: int = 7,
 ) -> dict:
-    """The manifest's `calibration` from the statistics of held-out images (JSON-ready)."""
+    """The manifest's `calibration` from the statistics and the encoder's outputs
+    (`latent_code`) of held-out images (JSON-ready)."""
     features = stat_names(kind)
     logs = np.stack([np.log(np.maximum(stats[k], 1e-12)) for k in features], 1)
-    cov = np.cov(logs, rowvar=False)
 
     def r(a) -> np.ndarray:  # stored with `digits` significant digits, and used so
         return np.vectorize(lambda v: float(f"{v:.{digits}g}"), otypes=[float])(np.asarray(a))
 
-    # a tiny ridge guards against a statistic that does not vary (a flat input set)
-    mean, precision = r(logs.mean(0)), r(np.linalg.inv(cov + 1e-9 * np.diag(np.diag(cov))))
+    (mean, precision), (c_mean, c_precision) = (
+        (r(m), r(p)) for m, p in (_mean_precision(logs), _mean_precision(code))
+    )
     names, grid = score_names(kind), np.linspace(0.0, 1.0, levels)
-    cal = Calibration(names, grid, np.zeros((3, levels)), features, mean, precision, len(logs))
-    qs = r(np.quantile(scores_of(kind, stats, cal), grid, axis=0).T)  # (S, L)
+    cal = Calibration(
+        names, grid, np.zeros((len(names), levels)), features, mean, precision, len(logs),
+        c_mean, c_precision,
+    )  # fmt: skip
+    qs = r(np.quantile(scores_of(kind, stats, code, cal), grid, axis=0).T)  # (S, L)
     return {
         "scores": list(names),
         "primary": PRIMARY,
@@ -231,6 +284,11 @@ def fit_calibration(
             "of": "log of each statistic",
             "mean": mean.tolist(),
             "precision": precision.tolist(),
+        },
+        "latent": {
+            "of": "z_mean and z_log_var" if kind == "vae" else "z",
+            "mean": c_mean.tolist(),
+            "precision": c_precision.tolist(),
         },
         "held_out": {"images": len(logs)},
     }

@@ -8,7 +8,9 @@ may carry many items. `Engine.handle` takes the batch through three stages
    (400 with the field) and takes no further part.
 2. run: concatenate the items of the good requests, run the model in chunks of
    at most `chunk_size` items under `torch.inference_mode()`, and split each
-   model output back by the requests' item counts (in order).
+   model output back by the requests' item counts (in order). Requests that
+   ask the model to run another way (`Parsed.variant`: score's `mode`) run as
+   their own concatenation.
 3. respond: each request writes its answer from exactly its own slices.
 
 Each request arrives on one of two wires (`RawRequest.protocol`): the
@@ -76,6 +78,14 @@ def _cat(parts: list[Outputs]) -> Outputs:
     if len(parts) == 1:
         return parts[0]
     return tuple(torch.cat(column) for column in zip(*parts, strict=True))
+
+
+def _by_variant(requests: list[Request]) -> dict[str | None, list[Request]]:
+    """Requests by how the model runs for them (`Parsed.variant`), each group in order."""
+    groups: dict[str | None, list[Request]] = {}
+    for r in requests:
+        groups.setdefault(r.parsed.variant, []).append(r)
+    return groups
 
 
 def _error(err: RequestError, protocol: str) -> Reply:
@@ -148,21 +158,23 @@ class Engine:
                 r.reply = _internal("request parsing", r.raw.protocol)
 
     def run(self, live: list[Request], rec: Recorder) -> None:
-        try:
-            x = torch.cat([r.parsed.x for r in live])
-            attempt = Recorder()  # kept only if the whole batch succeeds
-            sizes = [r.parsed.items for r in live]
-            per_output = [torch.split(y, sizes) for y in self.run_chunks(x, attempt)]
-            for i, r in enumerate(live):
-                r.outputs = tuple(parts[i] for parts in per_output)
-            rec.observations += attempt.observations
-        except Exception:
-            log.exception("model failed on the whole batch; retrying request by request")
-            for r in live:
-                try:
-                    r.outputs = self.run_chunks(r.parsed.x, rec)
-                except Exception:
-                    r.reply = _internal("model inference", r.raw.protocol)
+        for variant, group in _by_variant(live).items():
+            try:
+                x = torch.cat([r.parsed.x for r in group])
+                attempt = Recorder()  # kept only if the whole group succeeds
+                sizes = [r.parsed.items for r in group]
+                outputs = self.run_chunks(x, attempt, variant)
+                per_output = [torch.split(y, sizes) for y in outputs]
+                for i, r in enumerate(group):
+                    r.outputs = tuple(parts[i] for parts in per_output)
+                rec.observations += attempt.observations
+            except Exception:
+                log.exception("model failed on the whole batch; retrying request by request")
+                for r in group:
+                    try:
+                        r.outputs = self.run_chunks(r.parsed.x, rec, variant)
+                    except Exception:
+                        r.reply = _internal("model inference", r.raw.protocol)
 
     def respond(self, live: list[Request]) -> None:
         for r in live:
@@ -182,13 +194,13 @@ class Engine:
                 r.reply = _internal("response writing", r.raw.protocol)
 
     # ---- helpers -------------------------------------------------------------
-    def run_chunks(self, x: torch.Tensor, rec: Recorder) -> Outputs:
+    def run_chunks(self, x: torch.Tensor, rec: Recorder, variant: str | None = None) -> Outputs:
         """The model on `x` in chunks of at most `chunk_size` items; each output on the CPU."""
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(x), self.options.chunk_size):
                 chunk = x[start : start + self.options.chunk_size]
-                y = self.op.forward(self.placement.to_input(chunk))
+                y = self.op.forward(self.placement.to_input(chunk), variant)
                 outputs = y if isinstance(y, tuple) else (y,)  # a VAE encoder returns two
                 chunks.append(tuple(self.placement.to_output(t) for t in outputs))
                 rec.add("latentserve_model_batch_items", len(chunk), Operation=self.op.name)
@@ -203,10 +215,10 @@ class Engine:
     def _finish(self, requests: list[Request], rec: Recorder) -> None:
         op, batch_id = self.op.name, uuid.uuid4().hex[:16]
         ok = [r for r in requests if r.reply.status == 200]
-        if ok:
+        for group in _by_variant(ok).values():
             try:
                 with torch.inference_mode():
-                    self.op.observe(_cat([r.outputs for r in ok]), rec)
+                    self.op.observe(_cat([r.outputs for r in group]), rec)
             except Exception:
                 log.exception("recording %s metrics failed", op)
         rec.add("latentserve_batch_requests", len(requests), Operation=op)

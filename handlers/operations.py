@@ -40,6 +40,9 @@ class Parsed:
     body: BaseModel | None = None  # the JSON body or the v2 parameters; None for a raw image
     seed: int | None = None  # sample seeds (encode with sample: true, and sample)
     converted_from: list[dict | None] = field(default_factory=list)  # encode, per item
+    # how the model runs for this request (`Operation.forward`'s `variant`): requests of
+    # one batch run together per variant; None for every operation but score's modes
+    variant: str | None = None
 
     @property
     def items(self) -> int:
@@ -81,8 +84,8 @@ class Operation:
     def parse(self, raw: RawRequest) -> Parsed:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> Any:
-        """The model on a chunk of items: a tensor, or a tuple of them."""
+    def forward(self, x: torch.Tensor, variant: str | None = None) -> Any:
+        """The model on a chunk of items (all of one `Parsed.variant`): a tensor, or a tuple."""
         return self.module(x)
 
     def example(self, n: int) -> torch.Tensor:

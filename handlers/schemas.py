@@ -102,11 +102,20 @@ def _error_map():
     return Field(default=False, description="also return |x - reconstruction| as an image")
 
 
+def _mode():
+    return Field(
+        default="full",
+        description="full: every score (an encoder and a decoder pass, and a PNG); "
+        "latent: the latent score alone, from the encoder only, at about encode's cost",
+    )
+
+
 class ScoreRequest(BaseModel):
     model_config = _STRICT
     instances: list[ImageInstance] = Field(min_length=1, max_length=LIMITS.max_items)
     fpr: float = _fpr()
     error_map: bool = _error_map()
+    mode: Literal["full", "latent"] = _mode()
 
 
 # ---- responses --------------------------------------------------------------
@@ -154,15 +163,26 @@ class ScoreValue(BaseModel):
 
 
 class ScorePrediction(BaseModel):
-    recon_nats: float = Field(description="-log p(x | z_mean), Bernoulli, summed over pixels")
-    kl_nats: float | None = Field(description="VAE: KL(q(z|x) || N(0, I)); AE: null")
-    neg_elbo_nats: float | None = Field(description="VAE: recon_nats + kl_nats; AE: null")
-    bits_per_dim: float = Field(description="neg_elbo (AE: recon) in bits per pixel")
-    png_bits: float = Field(description="length of the image as a PNG, in bits")
-    scores: dict[str, ScoreValue] = Field(
-        description="neg_elbo (AE: recon), complexity, mahalanobis"
+    recon_nats: float | None = Field(
+        description="-log p(x | z_mean), Bernoulli, summed over pixels; null in mode latent"
     )
-    is_outlier: bool = Field(description="the primary score's (mahalanobis) is_outlier")
+    kl_nats: float | None = Field(description="VAE: KL(q(z|x) || N(0, I)); AE: null")
+    neg_elbo_nats: float | None = Field(
+        description="VAE: recon_nats + kl_nats; AE and mode latent: null"
+    )
+    bits_per_dim: float | None = Field(
+        description="neg_elbo (AE: recon) in bits per pixel; null in mode latent"
+    )
+    png_bits: float | None = Field(
+        description="length of the image as a PNG, in bits; null in mode latent"
+    )
+    scores: dict[str, ScoreValue] = Field(
+        description="mode full: neg_elbo (AE: recon), complexity, mahalanobis, latent; "
+        "mode latent: latent"
+    )
+    is_outlier: bool = Field(
+        description="the primary score's is_outlier (mahalanobis; mode latent: latent)"
+    )
     converted_from: ConvertedFrom | None = None
     error_map: str | None = Field(
         default=None, description="with error_map: true, base64 PNG of |x - reconstruction|"

@@ -1,13 +1,16 @@
 """The `score` operation: how unusual each image is for the model, with calibrated p-values.
 
-Images come in as encode's do (`handlers.inputs`, both wires). The model runs
-the encoder and, at z = z_mean, the decoder: one pass each per chunk. The
-statistics, the three scores and their p-values are `handlers.calibration`'s,
+Images come in as encode's do (`handlers.inputs`, both wires). In `mode: full`
+(the default) the model runs the encoder and, at z = z_mean, the decoder: one
+pass each per chunk. In `mode: latent` only the encoder runs, for the latent
+score alone (a batch runs each mode's requests together: `Parsed.variant`).
+The statistics, the scores and their p-values are `handlers.calibration`'s,
 against the held-out quantiles in the manifest; `is_outlier` is p < the
-request's `fpr` (default 1 %). The primary score (mahalanobis) also gives the
-top-level `is_outlier` of each item and feeds the metrics: a histogram of its
-p-values and a counter of items it flags at the default rate, whatever a
-request asked, so that a shift in incoming data shows on a dashboard.
+request's `fpr` (default 1 %). The mode's primary score (mahalanobis; latent)
+gives the top-level `is_outlier` of each item and feeds the metrics: a
+histogram of its p-values and a counter of items it flags at the default
+rate, whatever a request asked, so that a shift in incoming data shows on a
+dashboard (both are uniform on in-distribution data, whichever the score).
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ import torch
 from handlers import images, v2_read
 from handlers.calibration import (
     FLAG_FPR,
+    LATENT,
     LN2,
     PRIMARY,
     Calibration,
+    kl_of_code,
+    latent_code,
     run_model,
     score_names,
     scores_of,
     stat_names,
 )
+from handlers.errors import RequestError
 from handlers.inputs import read_image_tensor, read_images
 from handlers.limits import Limits
 from handlers.metrics import Recorder
@@ -53,28 +60,54 @@ class Score(Operation):
     # ---- parse ------------------------------------------------------------------
     def parse(self, raw: RawRequest) -> Parsed:
         x, req, converted = read_images(self.info, self.limits, raw, ScoreRequest)
-        return Parsed(x, req if req is not None else ScoreParameters(), converted_from=converted)
+        body = req if req is not None else ScoreParameters()
+        self._check(body, "error_map")
+        return Parsed(x, body, converted_from=converted, variant=body.mode)
 
     def parse_tensors(self, inputs: dict[str, Tensor], params: dict) -> Parsed:
         p = v2_read.read_parameters(params, ScoreParameters)
-        return Parsed(read_image_tensor(self.info, self.limits, inputs, self.name), p)
+        self._check(p, "parameter 'error_map'")
+        x = read_image_tensor(self.info, self.limits, inputs, self.name)
+        return Parsed(x, p, variant=p.mode)
+
+    def _check(self, body, field: str) -> None:
+        if body.error_map and body.mode == LATENT:
+            raise RequestError(
+                "invalid_field", field, "error_map needs a reconstruction: mode full, not latent"
+            )
 
     def example(self, n: int) -> torch.Tensor:
         return torch.zeros(n, 1, *self.info.image_hw)
 
     # ---- run --------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> Outputs:
-        """A chunk -> (its statistics (n, len(stats)) in `stat_names` order, reconstructions)."""
+    def forward(self, x: torch.Tensor, variant: str | None = None) -> Outputs:
+        """A chunk -> full: (statistics (n, len(stats)) in `stat_names` order, the
+        encoder's output (n, C), reconstructions); latent: (the encoder's output,)."""
         encoder, decoder = self.module
+        if variant == LATENT:
+            return (latent_code(encoder(x)),)
         return run_model(encoder, decoder, x, self.info.scale, self.info.kind)
+
+    def names(self, outputs: Outputs) -> tuple[tuple[str, ...], str]:
+        """The scores these outputs give, and their primary (the mode's)."""
+        return ((LATENT,), LATENT) if len(outputs) == 1 else (self.scores, PRIMARY)
 
     def evaluate_outputs(
         self, outputs: Outputs
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Model outputs -> (statistics, scores (n, S), p-values (n, S))."""
+        """Model outputs -> (statistics, scores (n, S), p-values (n, S)), S the `names`."""
+        code = outputs[-2 if len(outputs) > 1 else 0].double().numpy()
+        if len(outputs) == 1:  # mode latent: the encoder's output alone
+            n, stats = len(code), {}
+            if self.vae:
+                stats["kl_nats"] = kl_of_code(code, self.info.latent_dim)
+            for k in ("recon_nats", "png_bits"):
+                stats[k] = np.full(n, np.nan)
+            scores = self.cal.latent(code)[:, None]
+            return stats, scores, self.cal.p_values(scores, (LATENT,))
         table = outputs[0].double().numpy()
         stats = {k: table[:, i] for i, k in enumerate(self.stats)}
-        scores = scores_of(self.info.kind, stats, self.cal)
+        scores = scores_of(self.info.kind, stats, code, self.cal)
         return stats, scores, self.cal.p_values(scores)
 
     def _summary(self, stats: dict[str, np.ndarray]) -> np.ndarray:
@@ -88,12 +121,13 @@ class Score(Operation):
     # ---- respond ----------------------------------------------------------------
     def respond(self, parsed: Parsed, outputs: Outputs) -> str:
         stats, scores, p = self.evaluate_outputs(outputs)
+        names, main = self.names(outputs)
         fpr = parsed.body.fpr
         flags = p < fpr
         summary = self._summary(stats)
         maps = self._error_maps(parsed, outputs) if parsed.body.error_map else None
         converted = parsed.converted_from or [None] * parsed.items
-        primary = self.scores.index(PRIMARY)
+        primary = names.index(main)
         items = []
         for i in range(parsed.items):
             head = ",".join(
@@ -103,7 +137,7 @@ class Score(Operation):
             per = ",".join(
                 f'"{s}":{{"score":{_number(scores[i, j])},"p_value":{_number(p[i, j])},'
                 f'"is_outlier":{_bool(flags[i, j])}}}'
-                for j, s in enumerate(self.scores)
+                for j, s in enumerate(names)
             )
             conv = "null" if converted[i] is None else write_json(converted[i])
             png = "" if maps is None else images.write_png(maps[i], self.info.scale)
@@ -112,14 +146,16 @@ class Score(Operation):
                 f'{{{head},"scores":{{{per}}},"is_outlier":{_bool(flags[i, primary])},'
                 f'"converted_from":{conv}{tail}}}'
             )
-        return f'{{"predictions":[{",".join(items)}],"fpr":{_number(fpr)},"primary":"{PRIMARY}"}}'
+        return f'{{"predictions":[{",".join(items)}],"fpr":{_number(fpr)},"primary":"{main}"}}'
 
     def _error_maps(self, parsed: Parsed, outputs: Outputs) -> np.ndarray:
         """(n, H, W) |x - reconstruction| in [0, 1]."""
-        return (parsed.x[:, 0] - outputs[1][:, 0].float()).abs().numpy()
+        return (parsed.x[:, 0] - outputs[2][:, 0].float()).abs().numpy()
 
     # ---- the Open Inference Protocol --------------------------------------------
     def output_names(self, parsed: Parsed) -> tuple[str, ...]:
+        if parsed.variant == LATENT:
+            return ("kl_nats",) * self.vae + ("scores", "p_values", "is_outlier")
         vae = ("kl_nats", "neg_elbo_nats") if self.vae else ()
         tail = ("error_map",) if parsed.body.error_map else ()
         head = ("recon_nats", *vae, "bits_per_dim", "png_bits")
@@ -127,6 +163,7 @@ class Score(Operation):
 
     def outputs(self, parsed: Parsed, outputs: Outputs) -> tuple[dict[str, np.ndarray], dict]:
         stats, scores, p = self.evaluate_outputs(outputs)
+        names, main = self.names(outputs)
         summary = dict(zip(_STATS, self._summary(stats).T.astype(np.float32), strict=True))
         named = {k: summary[k] for k in self.output_names(parsed) if k in summary}
         named |= {
@@ -136,13 +173,14 @@ class Score(Operation):
         }
         if parsed.body.error_map:
             named["error_map"] = images.to_uint8(self._error_maps(parsed, outputs), self.info.scale)
-        params = {"fpr": parsed.body.fpr, "scores": ",".join(self.scores), "primary": PRIMARY}
+        params = {"fpr": parsed.body.fpr, "scores": ",".join(names), "primary": main}
         return named, params
 
     # ---- metrics ----------------------------------------------------------------
     def observe(self, outputs: Outputs, rec: Recorder) -> None:
         _, _, p = self.evaluate_outputs(outputs)
-        primary = p[:, self.scores.index(PRIMARY)]
+        names, main = self.names(outputs)
+        primary = p[:, names.index(main)]
         for value in primary.tolist():
             rec.add("latentserve_score_p_value", value)
         rec.add("latentserve_score_flagged_total", int((primary < FLAG_FPR).sum()))

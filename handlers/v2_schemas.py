@@ -83,6 +83,7 @@ class ScoreParameters(BaseModel):
     model_config = _STRICT
     fpr: float = ScoreRequest.model_fields["fpr"]
     error_map: bool = ScoreRequest.model_fields["error_map"]
+    mode: Literal["full", "latent"] = ScoreRequest.model_fields["mode"]
 
 
 PARAMETERS = {

@@ -178,18 +178,22 @@ def markdown(result: dict) -> str:
         "| --- | --- | " + " | ".join("---" for _ in plan["batches"]) + " |",
     ]
     p50 = result["compute_p50_ms"]
-    for mod in ("encoder", "decoder", "score"):  # score: its whole model work, PNG included
+    # score: its whole model work, PNG included; score_latent: a `mode: latent` request's
+    for mod in ("encoder", "decoder", "score", "score_latent"):
         for t, by_b in result["compute"].get(mod, {}).items():
             cells = " | ".join(
                 f"{by_b[str(b)]:.0f} ({p50[mod][t][str(b)]:.2f} ms)" for b in plan["batches"]
             )
             lines.append(f"| {mod} | {t} | {cells} |")
     lines += ["", "In brackets: the median time of one call (the model's own time)."]
-    score = result["compute"].get("score", {}).get("1")
-    if score:  # the score operation's model work: encoder, decoder at z_mean, statistics, PNG
-        enc = result["compute"]["encoder"]["1"]
-        ratios = ", ".join(f"batch {b}: {score[str(b)] / enc[str(b)]:.2f}" for b in plan["batches"])
-        lines.append(f"`score` items/s / `encoder` items/s, 1 thread: {ratios}.")
+    for mod in ("score", "score_latent"):  # the score operation's model work, per mode
+        score = result["compute"].get(mod, {}).get("1")
+        if score:
+            enc = result["compute"]["encoder"]["1"]
+            ratios = ", ".join(
+                f"batch {b}: {score[str(b)] / enc[str(b)]:.2f}" for b in plan["batches"]
+            )
+            lines.append(f"`{mod}` items/s / `encoder` items/s, 1 thread: {ratios}.")
     lines.append("")
     lines += peers_markdown(result["ratios"]["json_vs_best_peer"]["rows"])
     lines += [

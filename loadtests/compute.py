@@ -7,7 +7,8 @@ Fashion-MNIST test images (encoder) and their codes (decoder), with the same
 allocator setting as the workers (`handlers.device.keep_freed_memory`), so the
 ceiling is the model's best in-process speed on this machine. `score` is the
 score operation's model work on the same images (`handlers.calibration.run_model`:
-encoder, decoder at z_mean, the statistics and each image's PNG length).
+encoder, decoder at z_mean, the statistics and each image's PNG length);
+`score_latent` that of a `mode: latent` request (the encoder alone).
 
     python -m loadtests.compute [--model fashion-vae] [--batch 64] [--seconds 3]
 
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handlers.calibration import run_model
+from handlers.calibration import latent_code, run_model
 from handlers.device import keep_freed_memory, placement
 from handlers.engine import Engine
 from handlers.operations import ModelInfo, load_script
@@ -66,7 +67,8 @@ def ceilings(
     threads: tuple[int, ...] = (1,),
     seconds: float = 2.0,
 ) -> dict:
-    """{"items_per_s"|"p50_ms": {"encoder"|"decoder"|"score": {threads: {batch: value}}}}.
+    """{"items_per_s"|"p50_ms": {"encoder"|"decoder"|"score"|"score_latent": {threads:
+    {batch: value}}}}.
 
     Restores torch's thread count.
     """
@@ -80,7 +82,12 @@ def ceilings(
         out = encoder(x_img)
     z = (out[0] if isinstance(out, tuple) else out).contiguous()
     before = torch.get_num_threads()
-    mods = (("encoder", encoder, x_img), ("decoder", decoder, z), ("score", score, x_img))
+    mods = (
+        ("encoder", encoder, x_img),
+        ("decoder", decoder, z),
+        ("score", score, x_img),
+        ("score_latent", lambda x: latent_code(encoder(x)), x_img),
+    )
     result: dict = {k: {m[0]: {} for m in mods} for k in ("items_per_s", "p50_ms")}
     try:
         for t in threads:
@@ -113,9 +120,10 @@ def paired(calls: dict[str, tuple], seconds: float = 3.0) -> dict[str, float]:
 
 
 def score_vs_encode(model_dir: Path, batch: int = 64, seconds: float = 3.0) -> dict:
-    """Items/s of encode and score on `batch` test images, in-process, 1 thread (a
-    worker's setting): the model work alone (encoder; score's `run_model`), and whole
-    binary v2 requests through the engine (parse -> run -> respond) as a worker runs them."""
+    """Items/s of encode and score (both modes) on `batch` test images, in-process, 1
+    thread (a worker's setting): the model work alone (encoder; score's forward), and
+    whole binary v2 requests through the engine (parse -> run -> respond) as a worker
+    runs them."""
     keep_freed_memory()
     images = payloads.test_images()[:batch]
     x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
@@ -130,14 +138,18 @@ def score_vs_encode(model_dir: Path, batch: int = 64, seconds: float = 3.0) -> d
         ],
         "parameters": {"binary_data_output": True},
     }
-    text = json.dumps(head).encode()
-    headers = {"explain": "False", "inference-header-content-length": str(len(text))}
-    raw = RawRequest(text + images.tobytes(), "application/octet-stream", "v2", headers)
+
+    def request(head: dict) -> RawRequest:
+        text = json.dumps(head).encode()
+        headers = {"explain": "False", "inference-header-content-length": str(len(text))}
+        return RawRequest(text + images.tobytes(), "application/octet-stream", "v2", headers)
+
+    raw = request(head)
+    latent = request(head | {"parameters": {"binary_data_output": True, "mode": "latent"}})
     enc = Engine.from_dir(model_dir, "encode", HandlerOptions())
     score = Engine.from_dir(model_dir, "score", HandlerOptions())
-    assert enc.handle([raw])[0][0].status == score.handle([raw])[0][0].status == 200
-    info = score.op.info
-    score_model = partial(run_model, *score.op.module, x, info.scale, info.kind)
+    for engine, r in ((enc, raw), (score, raw), (score, latent)):
+        assert engine.handle([r])[0][0].status == 200
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -145,7 +157,8 @@ def score_vs_encode(model_dir: Path, batch: int = 64, seconds: float = 3.0) -> d
             "model": paired(
                 {
                     "encode": (partial(enc.op.module, x), batch),
-                    "score": (score_model, batch),
+                    "score": (partial(score.op.forward, x), batch),
+                    "score_latent": (partial(score.op.forward, x, "latent"), batch),
                 },
                 seconds,
             ),
@@ -153,6 +166,7 @@ def score_vs_encode(model_dir: Path, batch: int = 64, seconds: float = 3.0) -> d
                 {
                     "encode": (partial(enc.handle, [raw]), batch),
                     "score": (partial(score.handle, [raw]), batch),
+                    "score_latent": (partial(score.handle, [latent]), batch),
                 },
                 seconds,
             ),
@@ -170,8 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     got = score_vs_encode(STORE / a.model, a.batch, a.seconds)
     print(f"{a.model}, batch {a.batch}, 1 thread, calls alternating (items/s):")
     for key, what in (("model", "model work"), ("requests", "whole v2 requests, engine")):
-        e, sc = got[key]["encode"], got[key]["score"]
-        print(f"  {what}: encode {e:.0f}, score {sc:.0f} ({sc / e:.2f} of encode)")
+        e, sc, lat = (got[key][k] for k in ("encode", "score", "score_latent"))
+        print(
+            f"  {what}: encode {e:.0f}, score {sc:.0f} ({sc / e:.2f} of encode), "
+            f"score mode latent {lat:.0f} ({lat / e:.2f} of encode)"
+        )
 
 
 if __name__ == "__main__":

@@ -143,10 +143,11 @@ def check_score(answer: dict, items: int) -> str | None:
     preds = answer.get("predictions") if isinstance(answer, dict) else None
     if not isinstance(preds, list) or len(preds) != items:
         return f"expected {items} predictions, got {None if preds is None else len(preds)}"
+    primary = answer.get("primary")
     for i, p in enumerate(preds):
         scores = p.get("scores") if isinstance(p, dict) else None
-        if not isinstance(scores, dict) or len(scores) != 3:
-            return f"predictions[{i}].scores is not three scores"
+        if not isinstance(scores, dict) or primary not in scores:
+            return f"predictions[{i}].scores lack the primary score {primary!r}"
         for name, s in scores.items():
             pv = s.get("p_value") if isinstance(s, dict) else None
             if not (isinstance(pv, float) and 0.0 < pv <= 1.0):

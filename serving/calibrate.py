@@ -47,25 +47,29 @@ OTHER = {"fashion-mnist": "mnist", "mnist": "fashion-mnist"}
 CHUNK = 256
 
 
-def statistics(model_dir: Path, images: np.ndarray) -> dict[str, np.ndarray]:
-    """(n, H, W) uint8 -> the score statistics of each image, as a worker computes them."""
+def statistics(model_dir: Path, images: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(n, H, W) uint8 -> the score statistics of each image and the encoder's outputs
+    (`latent_code`, (n, C)), as a worker computes them."""
     info = ModelInfo.from_dir(model_dir)
     cpu = placement(None, HandlerOptions(), cuda_available=False)
     encoder, decoder = (load_script(model_dir, info, f, cpu) for f in ("encoder.pt", "decoder.pt"))
-    rows = []
+    rows, codes = [], []
     with torch.inference_mode():
         for i in range(0, len(images), CHUNK):
             x = torch.from_numpy(images[i : i + CHUNK].astype(np.float32) / info.scale)[:, None]
-            rows.append(run_model(encoder, decoder, x, info.scale, info.kind)[0].float())
-    table = torch.cat(rows).double().numpy()  # float32 on the way, as a worker's outputs
-    return {k: table[:, j] for j, k in enumerate(stat_names(info.kind))}
+            table, code, _ = run_model(encoder, decoder, x, info.scale, info.kind)
+            rows.append(table.float())  # float32 on the way, as a worker's outputs
+            codes.append(code)
+    table = torch.cat(rows).double().numpy()
+    stats = {k: table[:, j] for j, k in enumerate(stat_names(info.kind))}
+    return stats, torch.cat(codes).double().numpy()
 
 
 def calibrate(model_dir: Path, images: np.ndarray, held_out: dict | None = None) -> dict:
     """Fit the calibration on held-out in-distribution images; write it into the manifest."""
     path = Path(model_dir) / MANIFEST
     manifest = json.loads(path.read_text())
-    cal = fit_calibration(manifest["kind"], statistics(model_dir, images))
+    cal = fit_calibration(manifest["kind"], *statistics(model_dir, images))
     cal["held_out"] |= held_out or {}
     manifest["calibration"] = cal
     write_manifest(path, manifest)
@@ -144,14 +148,16 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = list(results)
-    fig, axes = plt.subplots(len(models), 3, figsize=(11, 2.3 * len(models)), squeeze=False)
+    cols = max(len(r["rows"]) for r in results.values())
+    size = (3.7 * cols, 2.3 * len(models))
+    fig, axes = plt.subplots(len(models), cols, figsize=size, squeeze=False)
     for row, model in zip(axes, models, strict=True):
         r = results[model]
         for j, (ax, score) in enumerate(zip(row, r["rows"], strict=True)):
             s_in, s_out = (np.asarray(r["scores"][k])[:, j] for k in ("in", "out"))
-            if score == "mahalanobis":  # heavy right tail: a log axis shows both sets
+            if score in ("mahalanobis", "latent"):  # heavy right tails: log axes show both
                 s_in, s_out = np.log10(s_in), np.log10(s_out)
-                score = "log10 mahalanobis"
+                score = f"log10 {score}"
             lo, hi = np.percentile(np.concatenate([s_in, s_out]), [0.5, 99.5])
             bins = np.linspace(lo, hi, 60)
             ax.hist(s_in, bins, alpha=0.6, density=True, label=f"{r['in']} test (in)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from client import LatentClient, LatentServeError
+from client import InputError, LatentClient, LatentServeError
+from handlers.engine import Engine
+from handlers.readers import RawRequest
 from paths import ROOT
 from tests.client.conftest import EXPLORER_MODEL, client_for
 
@@ -250,3 +253,35 @@ def test_cli_embed_sample_decode(server, images, tmp_path):
             timeout=60,
         )
         assert bad.returncode == 1 and says in bad.stderr, bad.stderr
+
+
+@PROTOCOLS
+@pytest.mark.parametrize("mode", ["full", "latent"])
+def test_score_split_across_requests_equals_the_in_process_engine(server, images, protocol, mode):
+    sub = images[:150]
+    with client_for(server, batch_size=64, concurrency=2, protocol=protocol) as client:
+        got = client.score(sub, fpr=0.05, mode=mode)
+        assert client.stats.requests == 3
+    engine = Engine.from_dir(server.models[0].model_dir, "score")
+    body = {"instances": [{"pixels": (a / 255.0).tolist()} for a in sub], "fpr": 0.05}
+    raw = RawRequest(json.dumps(body | {"mode": mode}).encode(), "application/json")
+    want = json.loads(engine.handle([raw])[0][0].body)
+    assert got.names == tuple(want["predictions"][0]["scores"]) and got.primary == want["primary"]
+    assert len(got) == 150 and got.fpr == 0.05
+    for i, pred in enumerate(want["predictions"]):  # in input order
+        np.testing.assert_allclose(
+            got.scores[i], [s["score"] for s in pred["scores"].values()], rtol=1e-4
+        )
+        assert got.outlier[i] == pred["is_outlier"]
+    assert np.array_equal(got.is_outlier, got.p_values < 0.05)
+    assert ("recon_nats" in got.statistics) == (mode == "full")
+    assert "kl_nats" in got.statistics  # a VAE
+
+
+def test_score_errors_name_the_problem(server, images):
+    with client_for(server) as client:
+        with pytest.raises(LatentServeError, match="fpr") as err:
+            client.score(images[:2], fpr=0.9)
+        assert err.value.status == 400
+        with pytest.raises(InputError, match="mode"):
+            client.score(images[:2], mode="fast")

@@ -106,11 +106,11 @@ def test_model_failure_on_the_batch_falls_back_per_request(vae_dir, monkeypatch)
     engine = make_engine(vae_dir, "decode", chunk_size=2)
     real, calls = engine.op.forward, []
 
-    def forward(x):
+    def forward(x, variant=None):
         calls.append(len(x))
         if len(calls) == 2:  # the merged batch's second chunk fails once
             raise RuntimeError("out of memory")
-        return real(x)
+        return real(x, variant)
 
     monkeypatch.setattr(engine.op, "forward", forward)
     z = {"z": [0.0] * LATENT}

@@ -56,11 +56,13 @@ def test_png_bits_is_the_length_of_a_real_png_of_the_same_pixels():
 
 
 def test_calibration_round_trip_gives_uniform_p_values_on_the_held_out_set(vae_dir):
-    stats = statistics(vae_dir, fixture_images(600, seed=3))
-    cal_json = json.loads(json.dumps(fit_calibration("vae", stats)))
-    cal = Calibration.from_manifest({"kind": "vae", "calibration": cal_json})
+    stats, code = statistics(vae_dir, fixture_images(600, seed=3))
+    cal_json = json.loads(json.dumps(fit_calibration("vae", stats, code)))
+    dim = json.loads((vae_dir / MANIFEST).read_text())["latent_dim"]
+    cal = Calibration.from_manifest({"kind": "vae", "latent_dim": dim, "calibration": cal_json})
     assert cal.scores == score_names("vae") and cal.features == stat_names("vae")
-    p = cal.p_values(scores_of("vae", stats, cal))
+    assert code.shape == (600, 2 * dim) and cal.code_precision.shape == (2 * dim, 2 * dim)
+    p = cal.p_values(scores_of("vae", stats, code, cal))
     assert p.min() >= 1 / 601 and p.max() <= 1
     for fpr in (0.01, 0.05, 0.2):  # what the quantiles promise, on the images they came from
         assert np.abs((p < fpr).mean(axis=0) - fpr).max() <= 0.005 + 1 / 600
@@ -189,8 +191,72 @@ def test_one_bad_request_in_a_batch_fails_alone(vae_dir):
     assert [r.status for r in replies] == [200, 400, 200]
     assert numbers(json.loads(replies[0].body)) == pytest.approx(numbers(alone[0]), rel=1e-5)
     assert json.loads(replies[1].body)["error"]["code"] == "out_of_range"
-    assert read_v2(replies[2])[1]["scores"].shape == (3, 3)
+    assert read_v2(replies[2])[1]["scores"].shape == (3, 4)
     p_values = [o for o in rec.observations if o.name == "latentserve_score_p_value"]
     flagged = [o for o in rec.observations if o.name == "latentserve_score_flagged_total"]
     assert len(p_values) == 6 and len(flagged) == 1
     assert flagged[0].value == sum(o.value < 0.01 for o in p_values)
+
+
+# ---- mode latent: the encoder alone -------------------------------------------------------
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_latent_mode_is_the_full_answers_latent_score_from_the_encoder_alone(kind, vae_dir, ae_dir):
+    engine = make_engine(vae_dir if kind == "vae" else ae_dir, "score")
+    (full, latent), _ = engine.handle([score_json(IMAGES), score_json(IMAGES, mode="latent")])
+    full, latent = (ScoreResponse.model_validate_json(r.body) for r in (full, latent))
+    assert latent.primary == "latent" and full.primary == "mahalanobis"
+    for f, lat in zip(full.predictions, latent.predictions, strict=True):
+        assert list(lat.scores) == ["latent"]
+        assert lat.scores["latent"].score == pytest.approx(f.scores["latent"].score, rel=1e-5)
+        assert lat.scores["latent"].p_value == pytest.approx(f.scores["latent"].p_value)
+        assert lat.is_outlier == lat.scores["latent"].is_outlier
+        assert lat.recon_nats is lat.neg_elbo_nats is lat.bits_per_dim is lat.png_bits is None
+        if kind == "vae":
+            assert lat.kl_nats == pytest.approx(f.kl_nats, rel=1e-5)
+        else:
+            assert lat.kl_nats is None
+    header = {"inputs": [binary_input("image", IMAGES)], "parameters": {"mode": "latent"}}
+    ((v2,), _) = engine.handle([v2_request(header, IMAGES.tobytes())])
+    head, out = read_v2(v2)
+    assert head["parameters"] == {"fpr": 0.01, "scores": "latent", "primary": "latent"}
+    want = {"scores", "p_values", "is_outlier"} | ({"kl_nats"} if kind == "vae" else set())
+    assert set(out) == want and out["scores"].shape == (6, 1)
+    assert np.allclose(out["scores"][:, 0], [p.scores["latent"].score for p in latent.predictions])
+
+
+def test_latent_mode_runs_no_decoder(vae_dir):
+    engine = make_engine(vae_dir, "score")
+    encoder, _ = engine.op.module
+
+    def no_decoder(z):
+        raise AssertionError("the decoder ran")
+
+    engine.op.module = (encoder, no_decoder)
+    (reply,), _ = engine.handle([score_json(IMAGES, mode="latent")])
+    assert reply.status == 200, reply.body
+
+
+def test_modes_mixed_in_one_batch_answer_as_alone_and_a_bad_one_fails_alone(vae_dir):
+    engine = make_engine(vae_dir, "score", chunk_size=4)
+    requests = [
+        score_json(IMAGES[:3]),
+        score_json(IMAGES[3:], mode="latent"),
+        score_json(IMAGES[:2], mode="latent", error_map=True),
+        score_json(IMAGES[:1], mode="fast"),
+        score_json(IMAGES[2:], error_map=True),
+    ]
+    alone = [engine.handle([r])[0][0] for r in requests]
+    replies, rec = engine.handle(requests)
+    assert [r.status for r in replies] == [200, 200, 400, 400, 200]
+    for got, want in zip(replies, alone, strict=True):
+        assert got.status == want.status
+        if got.status == 200:  # other chunks round the encoder's float32 otherwise, and
+            # the latent distance (a quadratic form) magnifies that to ~2e-5
+            assert numbers(json.loads(got.body)) == pytest.approx(
+                numbers(json.loads(want.body)), rel=1e-4
+            )
+    assert json.loads(replies[2].body)["error"]["field"] == "error_map"
+    assert json.loads(replies[3].body)["error"]["field"] == "mode"
+    assert "error_map" in json.loads(replies[4].body)["predictions"][0]
+    p_values = [o for o in rec.observations if o.name == "latentserve_score_p_value"]
+    assert len(p_values) == 3 + 3 + 4  # one per answered item, whichever the mode

@@ -70,16 +70,42 @@ def test_tritonclient_reads_scores_p_values_and_bool_flags(torchserve):
     outputs = [httpclient.InferRequestedOutput(n, binary_data=True) for n in names]
     result = client.infer("fashion-vae-score", [x], outputs=outputs, parameters={"fpr": 0.05})
     flags = result.as_numpy("is_outlier")
-    assert flags.dtype == np.bool_ and flags.shape == (8, 3)
+    assert flags.dtype == np.bool_ and flags.shape == (8, 4)
     p = result.as_numpy("p_values")
     assert np.array_equal(flags, p < 0.05)
     params = result.get_response()["parameters"]
-    scores = "neg_elbo,complexity,mahalanobis"
+    scores = "neg_elbo,complexity,mahalanobis,latent"
     assert params == {"fpr": 0.05, "scores": scores, "primary": "mahalanobis"}
     assert flags[4:, 2].all()  # MNIST digits, by the primary score
     json_answer = torchserve.post("fashion-vae-score", json=body(batch, fpr=0.05)).json()
     mahalanobis = [p["scores"]["mahalanobis"]["score"] for p in json_answer["predictions"]]
     assert result.as_numpy("scores")[:, 2] == pytest.approx(mahalanobis, rel=1e-5)
+
+
+def test_mode_latent_over_both_wires_is_the_full_answers_latent_score(torchserve):
+    """The encoder-only mode: the full answer's latent score and p-value, on its own."""
+    batch = np.concatenate([images("fashion-mnist")[:4], images("mnist")[:4]])
+    full = torchserve.post("fashion-vae-score", json=body(batch)).json()["predictions"]
+    resp = torchserve.post("fashion-vae-score", json=body(batch, mode="latent"))
+    assert resp.status_code == 200, resp.text[:300]
+    answer = resp.json()
+    assert answer["primary"] == "latent"
+    for got, want in zip(answer["predictions"], full, strict=True):
+        assert list(got["scores"]) == ["latent"] and got["recon_nats"] is None
+        assert got["scores"]["latent"]["score"] == pytest.approx(
+            want["scores"]["latent"]["score"], rel=1e-4
+        )
+        assert got["kl_nats"] == pytest.approx(want["kl_nats"], rel=1e-5)
+    client = httpclient.InferenceServerClient(torchserve.url.removeprefix("http://"))
+    x = httpclient.InferInput("image", list(batch.shape), "UINT8")
+    x.set_data_from_numpy(batch, binary_data=True)
+    result = client.infer("fashion-vae-score", [x], parameters={"mode": "latent"})
+    assert result.get_response()["parameters"]["scores"] == "latent"
+    latent = [p["scores"]["latent"]["score"] for p in answer["predictions"]]
+    assert result.as_numpy("scores")[:, 0] == pytest.approx(latent, rel=1e-4)
+    assert result.as_numpy("is_outlier")[4:, 0].sum() >= 2  # digits, by a weaker score
+    resp = torchserve.post("fashion-vae-score", json=body(batch, mode="latent", error_map=True))
+    assert resp.status_code == 400 and resp.json()["error"]["field"] == "error_map"
 
 
 def test_bad_requests_are_400s_naming_the_field(torchserve):
