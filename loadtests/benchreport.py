@@ -18,6 +18,7 @@ from loadtests.benchtargets import (
     pick,
     worker_threads,
 )
+from loadtests.compute import formats_markdown
 
 
 # ---- markdown -------------------------------------------------------------------------
@@ -191,6 +192,7 @@ def markdown(result: dict) -> str:
         ratios = ", ".join(f"batch {b}: {score[str(b)] / enc[str(b)]:.2f}" for b in plan["batches"])
         lines.append(f"`score` items/s / `encoder` items/s, 1 thread: {ratios}.")
     lines.append("")
+    lines += formats_markdown(result.get("compute_formats"))
     lines += peers_markdown(result["ratios"]["json_vs_best_peer"]["rows"])
     lines += [
         "",

@@ -7,6 +7,12 @@ The scripted modules are checked against the eager ones on a batch (max abs
 diff <= PARITY_TOL) and the export fails loudly otherwise. The manifest is the
 contract with the serving handlers (`handlers/` reads it, never `training/`); its
 `prior` carries the sampling factor that `sample` applies (training/prior.py).
+
+With `packages=True` the export also compiles `encoder.pt2` / `decoder.pt2`
+(AOTInductor packages, `training/aoti.py`) and lists them with their sha256
+under the manifest's `packages` key; `files` stays the TorchScript pair. The
+shipped store commits only TorchScript: `make archive` builds packages from it
+when an archive asks for them (`eager_from_store` rebuilds the eager modules).
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ import argparse
 import hashlib
 import json
 import shutil
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from training import aoti
 from training.data import pixel_scaling, to_float
-from training.models import Autoencoder, ImageDecoder
+from training.models import Autoencoder, ImageDecoder, ModelConfig, build_model
 from training.prior import STANDARD_NORMAL, gaussian_prior
 from training.runs import Run, load_run
 
@@ -73,8 +81,10 @@ def export_model(
     metrics: dict | None = None,
     train_config: dict | None = None,
     code_prior: dict | None = None,
+    packages: bool = False,
 ) -> dict:
-    """Write encoder.pt, decoder.pt and manifest.json into `out`; return the manifest."""
+    """Write encoder.pt, decoder.pt and manifest.json into `out` (with `packages`, also
+    encoder.pt2 and decoder.pt2); return the manifest."""
     cfg = model.cfg
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,11 +118,47 @@ def export_model(
         "torch_version": torch.__version__,
         "files": {f: sha256_file(out / f) for f in ("encoder.pt", "decoder.pt")},
     }
+    if packages:
+        decoder = ImageDecoder(model.decoder)
+        manifest["packages"] = aoti.package_pair(model.encoder, decoder, x_check, out)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
-def export_run(run: Run, out: Path) -> dict:
+def _quiet_jit_load(path: Path) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():  # reading TorchScript is this function's purpose
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def eager_from_store(model_dir: Path, check: torch.Tensor | None = None) -> Autoencoder:
+    """The eager model of an export, rebuilt from its manifest's `model_config` and the
+    TorchScript files' weights, and checked against them (max abs diff <= PARITY_TOL)
+    on `check` images (default: 8 seeded random ones)."""
+    model_dir = Path(model_dir)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    model = build_model(ModelConfig.from_dict(manifest["model_config"])).eval()
+    encoder, decoder = (_quiet_jit_load(model_dir / f) for f in ("encoder.pt", "decoder.pt"))
+    model.encoder.load_state_dict(encoder.state_dict())
+    image_decoder = ImageDecoder(model.decoder)  # decoder.pt's keys: `decoder.net.N...`
+    image_decoder.load_state_dict(decoder.state_dict())
+    if check is None:
+        check = torch.rand((8, *model.cfg.image_shape), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        z = model.encode_mean(check)
+        diffs = {
+            "encoder": _max_diff(model.encoder(check), encoder(check)),
+            "decoder": _max_diff(image_decoder(z), decoder(z)),
+        }
+    for part, diff in diffs.items():
+        if not diff <= PARITY_TOL:
+            raise ExportError(
+                f"rebuilt {part} differs from {model_dir}'s TorchScript by {diff:.3g}"
+            )
+    return model
+
+
+def export_run(run: Run, out: Path, packages: bool = False) -> dict:
     """Export a loaded run (its checkpoint and metrics.json) into `out`."""
     metrics_path = run.path / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
@@ -127,6 +173,7 @@ def export_run(run: Run, out: Path) -> dict:
         metrics=metrics,
         train_config=asdict(run.config),
         code_prior=run.prior if run.model.cfg.kind == "ae" else None,
+        packages=packages,
     )
 
 
@@ -134,8 +181,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Export runs/<name> as TorchScript + manifest.")
     p.add_argument("--run", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--packages", action="store_true", help="also encoder.pt2 / decoder.pt2 (AOTInductor)"
+    )
     a = p.parse_args(argv)
-    m = export_run(load_run(a.run), a.out)
+    m = export_run(load_run(a.run), a.out, a.packages)
     print(
         f"exported {a.out}: {m['kind']} latent {m['latent_dim']}, parity {m['parity_max_abs_diff']}"
     )
