@@ -90,7 +90,10 @@ def _listed_sha256(info: ModelInfo, file: str) -> str | None:
     if file.endswith(SUFFIXES["aoti"]):
         want = info.manifest.get("packages", {}).get("files", {}).get(file)
         if want is None:  # a package is only ever served as listed (serving/packages.py)
-            raise ValueError(f"{file}: manifest.json lists no such package (packages.files)")
+            raise ValueError(
+                f"{file}: manifest.json lists no such package (packages.files); an archive "
+                "of format aoti carries them (python -m serving.archive --format NAME=aoti)"
+            )
         return want
     return info.manifest.get("files", {}).get(file)
 
