@@ -111,7 +111,27 @@ def _load_package(path: Path, info: ModelInfo, placement: Placement):
             f"{path.name} was compiled with torch {built}, this worker runs "
             f"{torch.__version__}: rebuild the archive (make archive)"
         )
-    return torch._inductor.aoti_load_package(str(path))
+    return Package(path)
+
+
+class Package:
+    """An AOTInductor package, called like the module it was compiled from: one tensor
+    in; the same output structure out (a tuple for a VAE encoder, else one tensor).
+
+    Through torch's C++ package loader, which `torch._inductor.aoti_load_package`
+    wraps: importing torch._inductor for that wrapper costs about 2 s of CPU per
+    worker (measured here), which every worker start would pay; our modules take one
+    tensor, so the wrapper's pytree handling reduces to the output's tuple-or-not.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+        out_spec = json.loads(self.loader.get_call_spec()[1])
+        self.tuple_out = isinstance(out_spec, list) and out_spec[1]["type"] == "builtins.tuple"
+
+    def __call__(self, x: torch.Tensor):
+        out = self.loader.run([x])
+        return tuple(out) if self.tuple_out else out[0]
 
 
 def load_module(model_dir: Path, info: ModelInfo, file: str, placement: Placement):

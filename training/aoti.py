@@ -149,7 +149,7 @@ def package_pair(
         record["files"][name] = sha256_file(Path(out) / name)
         record["parity_max_abs_diff"][part] = diff
         record["compile_seconds"][part] = round(seconds, 1)
-        log(f"compiled {Path(out) / name} in {seconds:.1f}s, max abs diff {diff:.2g}")
+        log(f"compiled {name} in {seconds:.1f}s, max abs diff {diff:.2g}")
     record["settings"] = settings.to_dict()
     record["torch_version"] = torch.__version__
     return record
