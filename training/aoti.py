@@ -8,7 +8,7 @@ Each module is exported with a dynamic batch dimension (1..MAX_BATCH), compiled
 ahead of time by Inductor into a package of native code for the CPU (freezing
 on: weights folded in as constants, convolutions pre-packed), and checked
 against the eager module at several batch sizes. The handlers load a package
-with `torch._inductor.aoti_load_package` (`handlers/model.py`), no TorchScript
+through torch's C++ package loader (`handlers/model.py`), no TorchScript
 involved. Compiling needs a C++ compiler (g++; `make setup` installs it).
 
 Compiled kernels read their thread count when they run (`cpp.dynamic_threads`),
