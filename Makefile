@@ -41,8 +41,9 @@ $(VENV)/.stamp-deps: pyproject.toml | $(VENV)/bin/python
 
 # System packages: a Java runtime for TorchServe, Debian's Fashion-MNIST, nginx
 # with its njs module (the authenticating gateway, deploy/gateway/; the tests run
-# it in front of TorchServe). Checked every time (cheap); apt-get runs only when
-# something is missing.
+# it in front of TorchServe), g++ (AOTInductor compiles the `aoti` model format's
+# packages with it, docs/formats.md). Checked every time (cheap); apt-get runs
+# only when something is missing.
 .PHONY: system-deps
 system-deps:
 	@need=""; \
@@ -50,6 +51,7 @@ system-deps:
 	[ -s $(FASHION_DIR)/t10k-labels-idx1-ubyte.gz ] || need="$$need dataset-fashion-mnist"; \
 	[ -x /usr/sbin/nginx ] || need="$$need nginx-light"; \
 	[ -s /usr/lib/nginx/modules/ngx_http_js_module.so ] || need="$$need libnginx-mod-http-js"; \
+	command -v g++ >/dev/null || need="$$need g++"; \
 	if [ -n "$$need" ]; then \
 	  echo "apt-get install:$$need"; \
 	  $(SUDO) apt-get update -qq; \
@@ -57,6 +59,7 @@ system-deps:
 	fi
 	@command -v java >/dev/null || { echo "java still missing after apt-get" >&2; exit 1; }
 	@[ -s /usr/lib/nginx/modules/ngx_http_js_module.so ] || { echo "nginx's njs module still missing after apt-get" >&2; exit 1; }
+	@command -v g++ >/dev/null || { echo "g++ still missing after apt-get" >&2; exit 1; }
 
 # ---- training --------------------------------------------------------------
 models: setup ## train, evaluate and export the shipped models into model_store/ (long)
@@ -89,8 +92,12 @@ clean: ## remove build output (runs/, archives); keeps the venv and shipped mode
 	rm -rf runs model_store/*.mar model_store/.build .pytest_cache
 
 # ---- serving ---------------------------------------------------------------
-archive: setup ## build model_store/<model>-{encode,decode,sample,score}.mar (rebuilds only what changed)
-	$(PY) -m serving.archive
+# FORMATS="fashion-vae=aoti ...": serve those models as AOTInductor packages,
+# compiled from the TorchScript on first use and cached (docs/formats.md);
+# every other model is TorchScript.
+FORMATS ?=
+archive: setup ## build model_store/<model>-{encode,decode,sample,score}.mar (rebuilds only what changed; FORMATS)
+	$(PY) -m serving.archive $(foreach f,$(FORMATS),--format $(f))
 
 serve: setup archive ## start TorchServe on 127.0.0.1 (8080/8081/8082), wait for READY, print curl examples
 	$(PY) -m serving.cli start
@@ -223,7 +230,7 @@ LOAD_SPAWN   ?= 10
 LOAD_TIME    ?= 60s
 SOAK_SECONDS ?= 300
 
-.PHONY: loadtest bench bench-score bench-gateway soak
+.PHONY: loadtest bench bench-score bench-formats bench-gateway soak
 loadtest: setup ## locust, headless, against a running server (`make serve`): LOAD_USERS, LOAD_TIME, LOAD_HOST, LOAD_MODELS
 	$(PY) -m locust -f loadtests/locustfile.py --headless --users $(LOAD_USERS) \
 	  --spawn-rate $(LOAD_SPAWN) --run-time $(LOAD_TIME) --host $(LOAD_HOST) \
@@ -236,6 +243,9 @@ bench: setup ## benchmark on its own TorchServe (~10 min, idle machine): ratios 
 
 bench-score: setup ## score against encode in-process (1 thread, batch 64, fashion-vae; seconds): model work and whole v2 requests
 	$(PY) -m loadtests.compute --model fashion-vae --batch 64
+
+bench-formats: setup ## TorchScript against the AOTInductor package, in-process (1 thread, encoder/decoder, batch 1/8/64; compiles once)
+	$(PY) -m loadtests.compute --model fashion-vae --formats
 
 bench-gateway: setup ## latency the authenticating gateway adds per request (TorchServe direct vs through it, 1 and 32 clients)
 	$(PY) -m loadtests.gateway_latency

@@ -38,7 +38,7 @@ from handlers.device import Placement, placement
 from handlers.errors import RequestError
 from handlers.limits import LIMITS
 from handlers.metrics import STAGES, Recorder
-from handlers.model import FILES, ModelInfo, load_script
+from handlers.model import ModelInfo, load_module, model_files, package_max_batch
 from handlers.operations import OPERATIONS, Operation, Outputs, Parsed
 from handlers.options import HandlerOptions
 from handlers.readers import RawRequest
@@ -116,13 +116,20 @@ class Engine:
         """The engine of `operation` (encode | decode | sample | score) on an exported model.
 
         Reads manifest.json, places the model (`cuda:<gpu_id>` when CUDA is
-        present, else the CPU), loads the TorchScript files the operation
-        needs after checking its sha256, and applies the serving limits.
+        present, else the CPU), loads the files the operation needs in the
+        options' `model_format` (TorchScript or AOTInductor packages) after
+        checking their sha256, and applies the serving limits.
         """
         options = options or HandlerOptions()
         where = placement(gpu_id, options)
         info = ModelInfo.from_dir(model_dir)
-        modules = tuple(load_script(model_dir, info, f, where) for f in FILES[operation])
+        files = model_files(operation, options.model_format)
+        modules = tuple(load_module(model_dir, info, f, where) for f in files)
+        if options.model_format == "aoti" and options.chunk_size > package_max_batch(info):
+            raise ValueError(
+                f"handler option chunk_size {options.chunk_size} exceeds the packages' "
+                f"largest batch {package_max_batch(info)}"
+            )
         module = modules[0] if len(modules) == 1 else modules
         return cls(OPERATIONS[operation](info, module, LIMITS), options, where)
 
@@ -208,7 +215,8 @@ class Engine:
 
     def warmup(self, rounds: int = 3) -> None:
         """Run the model a few times at load: TorchScript profiles and optimises on
-        its first calls, which would otherwise land on the first requests."""
+        its first calls, and an AOTInductor package initialises its runtime on the
+        first, which would otherwise land on the first requests."""
         for n in (1, 2, 1)[:rounds]:
             self.run_chunks(self.op.example(n), Recorder())
 

@@ -25,7 +25,7 @@ from handlers.errors import RequestError
 from handlers.inputs import read_image_tensor, read_images
 from handlers.limits import Limits
 from handlers.metrics import Recorder
-from handlers.model import FILES, MANIFEST, ModelInfo, load_script  # noqa: F401 (re-exported)
+from handlers.model import FILES, MANIFEST, ModelInfo, load_module  # noqa: F401 (re-exported)
 from handlers.readers import RawRequest
 from handlers.schemas import DecodeRequest, EncodeRequest, SampleRequest
 from handlers.v2_read import Tensor

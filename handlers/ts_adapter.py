@@ -126,12 +126,13 @@ class LatentHandler(BaseHandler):
         self.initialized = True
         info, where = self.engine.op.info, self.engine.placement
         log.info(
-            "latentserve %s of %s (%s, latent %d) on %s %s, %d thread(s), chunk %d, "
+            "latentserve %s of %s (%s, latent %d, %s) on %s %s, %d thread(s), chunk %d, "
             "freed memory kept: %s; code from %s",
             self.operation,
             info.name,
             info.kind,
             info.latent_dim,
+            options.model_format,
             where.device,
             where.dtype,
             options.cpu_threads,

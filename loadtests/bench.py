@@ -9,6 +9,9 @@ One run measures, in this order, with nothing else of ours running:
    model work (both, the statistics and the PNG length) at batch 1, 8 (a dynamic
    batch of single images) and 64, with 1 torch thread (what one worker gets:
    `cpu_threads` 1), with each operation's workers x threads, and every core;
+   and the two model formats, TorchScript against the AOTInductor package
+   (`compute.formats`: encoder, decoder, 1 thread, batch 1/8/64; the package is
+   compiled on first use and cached, `serving/packages.py`);
 2. cold start: seconds from starting TorchServe with what `make serve` loads
    (every shipped model, four archives each) until every worker is READY;
 3. then one bench TorchServe on free loopback ports with the model's three
@@ -135,6 +138,10 @@ def run(model: str, plan: Plan, worker: WorkerConfig, log=print) -> dict:
             for mod, by_t in comp[key].items()
         }
     log(json.dumps(result["compute"]) + " items/s; " + json.dumps(result["compute_p50_ms"]) + " ms")
+    log("model formats: TorchScript against the AOTInductor package (1 thread)")
+    by_format = compute.formats(STORE / model, seconds=plan.compute_seconds)
+    result["compute_formats"] = {m: {str(b): v for b, v in r.items()} for m, r in by_format.items()}
+    log(json.dumps(result["compute_formats"]) + " items/s")
     with tempfile.TemporaryDirectory(prefix="latentserve-bench-") as tmpdir:
         tmp = Path(tmpdir)
         result["cold_start"] = cold_start(tmp, worker, log)

@@ -18,6 +18,7 @@ from loadtests.benchtargets import (
     pick,
     worker_threads,
 )
+from loadtests.compute import formats_markdown
 
 
 # ---- markdown -------------------------------------------------------------------------
@@ -195,6 +196,7 @@ def markdown(result: dict) -> str:
             )
             lines.append(f"`{mod}` items/s / `encoder` items/s, 1 thread: {ratios}.")
     lines.append("")
+    lines += formats_markdown(result.get("compute_formats"))
     lines += peers_markdown(result["ratios"]["json_vs_best_peer"]["rows"])
     lines += [
         "",

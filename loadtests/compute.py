@@ -15,6 +15,13 @@ encoder, decoder at z_mean, the statistics and each image's PNG length);
 measures only score against encode, 1 thread, at one batch size, the calls
 alternating (`score_vs_encode`): the model work, and whole requests through the
 engine (a binary v2 request of `batch` UINT8 images, parse -> run -> respond).
+
+    python -m loadtests.compute [--model fashion-vae] --formats   (make bench-formats)
+
+measures the two model formats against each other (`formats`): the TorchScript
+files and the AOTInductor packages (`serving/packages.py`, compiled on first
+use and cached), encoder and decoder, 1 thread, batch 1, 8 and 64, the calls
+alternating; `make bench` reports the same.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import torch
 from handlers.calibration import latent_code, run_model
 from handlers.device import keep_freed_memory, placement
 from handlers.engine import Engine
-from handlers.operations import ModelInfo, load_script
+from handlers.model import ModelInfo, load_module
 from handlers.options import HandlerOptions
 from handlers.readers import RawRequest
 from loadtests import payloads
@@ -41,7 +48,7 @@ from paths import STORE
 def load(model_dir: Path, file: str) -> torch.jit.ScriptModule:
     """An export (`encoder.pt`, `decoder.pt`) as a worker loads it, on the CPU."""
     cpu = placement(None, HandlerOptions(), cuda_available=False)
-    return load_script(model_dir, ModelInfo.from_dir(model_dir), file, cpu)
+    return load_module(model_dir, ModelInfo.from_dir(model_dir), file, cpu)
 
 
 def measure(
@@ -175,12 +182,74 @@ def score_vs_encode(model_dir: Path, batch: int = 64, seconds: float = 3.0) -> d
         torch.set_num_threads(before)
 
 
+def formats(model_dir: Path, batches=(1, 8, 64), seconds: float = 2.0) -> dict:
+    """{"encoder"|"decoder": {batch: {"torchscript"|"aoti": items/s}}}, 1 thread, the
+    two formats' calls alternating, on Fashion-MNIST test images and their codes."""
+    from serving.packages import packaged_manifest, packages_for  # compiles on a cache miss
+
+    keep_freed_memory()
+    cpu = placement(None, HandlerOptions(), cuda_available=False)
+    packages = packages_for(model_dir)
+    aoti = ModelInfo.from_manifest(packaged_manifest(model_dir, packages))
+    x = torch.from_numpy(payloads.test_images()[: max(batches)].astype(np.float32) / 255.0)
+    mods = {}
+    for part in ("encoder", "decoder"):
+        mods[part] = {
+            "torchscript": load(model_dir, f"{part}.pt"),
+            "aoti": load_module(packages, aoti, f"{part}.pt2", cpu),
+        }
+    with torch.inference_mode():
+        out = mods["encoder"]["torchscript"](x[:, None])
+    inputs = {"encoder": x[:, None], "decoder": (out[0] if isinstance(out, tuple) else out)}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {
+            part: {
+                b: paired(
+                    {
+                        fmt: (partial(m, inputs[part][:b].contiguous()), b)
+                        for fmt, m in mods[part].items()
+                    },
+                    seconds,
+                )
+                for b in batches
+            }
+            for part in mods
+        }
+    finally:
+        torch.set_num_threads(before)
+
+
+def formats_markdown(got: dict | None) -> list[str]:
+    """`formats`' result as a Markdown table (rows: module x batch)."""
+    if not got:
+        return []
+    lines = [
+        "## Model formats (in-process, 1 thread, items/s, calls alternating)",
+        "",
+        "| module | batch | TorchScript | AOTInductor package | package / TorchScript |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for part, by_b in got.items():
+        for b, v in by_b.items():
+            ratio = v["aoti"] / v["torchscript"]
+            lines.append(
+                f"| {part} | {b} | {v['torchscript']:.0f} | {v['aoti']:.0f} | {ratio:.2f} |"
+            )
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="score against encode, in-process, 1 thread")
     p.add_argument("--model", default="fashion-vae")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--formats", action="store_true", help="TorchScript against AOTInductor")
     a = p.parse_args(argv)
+    if a.formats:
+        print("\n".join(formats_markdown(formats(STORE / a.model, seconds=a.seconds))))
+        return
     got = score_vs_encode(STORE / a.model, a.batch, a.seconds)
     print(f"{a.model}, batch {a.batch}, 1 thread, calls alternating (items/s):")
     for key, what in (("model", "model work"), ("requests", "whole v2 requests, engine")):

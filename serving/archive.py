@@ -1,13 +1,17 @@
 """Build TorchServe archives for every exported model: `<name>-{encode,decode,sample,score}.mar`.
 
     python -m serving.archive [--store model_store] [--out DIR] [--models NAME ...] [--force]
+                              [--format NAME=aoti ...]
 
 A model directory is any `<store>/<name>/` holding `manifest.json` (the export
 contract of `training/export.py`). Each archive holds the operation's entry
 point (`handlers/<op>_handler.py`), the whole `handlers/` package, the model's
 `manifest.json`, the TorchScript files the operation needs, and a
 `model-config.yaml` written from `WorkerConfig` and `HandlerOptions` (the one
-source of truth for those defaults).
+source of truth for those defaults). A model whose format is `aoti`
+(`WorkerConfig.formats`, `--format NAME=aoti`) gets AOTInductor packages
+instead, built from its TorchScript and cached (`serving/packages.py`), and a
+copy of its manifest that lists them.
 
 An archive is rebuilt exactly when what goes into it changed: a sha256 over
 its inputs (export files, handler sources, the config, the archiver's version
@@ -25,15 +29,16 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 import handlers
-from handlers.operations import FILES, MANIFEST
-from handlers.options import HandlerOptions
+from handlers.model import FILES, MANIFEST
+from handlers.options import MODEL_FORMATS, HandlerOptions
 from paths import STORE
+from serving.packages import Sources, sources
 
 HANDLERS = Path(handlers.__file__).resolve().parent
 OPERATIONS = tuple(FILES)  # encode, decode, sample, score
@@ -99,6 +104,9 @@ class WorkerConfig:
     sample_threads: int = 2
     score_threads: int = 1
     response_timeout_s: int = 60
+    # model name -> handler option model_format (handlers.options.MODEL_FORMATS);
+    # a model not named here is served as TorchScript
+    formats: dict[str, str] = field(default_factory=dict)
 
     def workers(self, operation: str) -> int:
         return getattr(self, f"{operation}_workers")
@@ -110,7 +118,10 @@ class WorkerConfig:
         """The same settings with n workers for every operation."""
         return replace(self, encode_workers=n, decode_workers=n, sample_workers=n, score_workers=n)
 
-    def model_config(self, operation: str) -> dict:
+    def model_format(self, model: str) -> str:
+        return self.formats.get(model, "torchscript")
+
+    def model_config(self, operation: str, model_format: str = "torchscript") -> dict:
         n = self.workers(operation)
         return {
             "minWorkers": n,
@@ -118,7 +129,9 @@ class WorkerConfig:
             "batchSize": self.batch_size,
             "maxBatchDelay": self.max_batch_delay_ms,
             "responseTimeout": self.response_timeout_s,
-            "handler": HandlerOptions(cpu_threads=self.threads(operation)).to_dict(),
+            "handler": HandlerOptions(
+                cpu_threads=self.threads(operation), model_format=model_format
+            ).to_dict(),
         }
 
 
@@ -162,38 +175,38 @@ def _archiver_version() -> str:
     return __version__
 
 
-def stamp(model_dir: Path, op: str, config_text: str) -> str:
+def stamp(src: Sources, op: str, config_text: str) -> str:
     h = hashlib.sha256()
-    inputs = [Path(__file__).resolve(), model_dir / MANIFEST, *(model_dir / f for f in FILES[op])]
+    inputs = [Path(__file__).resolve(), src.manifest, *src.files(op)]
     for path in inputs + handler_sources():
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     h.update(config_text.encode() + _archiver_version().encode())
     return h.hexdigest()
 
 
-def build_one(model_dir: Path, op: str, out: Path, config_text: str, force: bool) -> Archive:
-    name = f"{model_dir.name}-{op}"
+def build_one(src: Sources, op: str, out: Path, config_text: str, force: bool) -> Archive:
+    name = f"{src.model}-{op}"
     target = out / f"{name}.mar"
     stamp_file = out / ".build" / f"{name}.stamp"
-    digest = stamp(model_dir, op, config_text)
+    digest = stamp(src, op, config_text)
     fresh = target.exists() and stamp_file.exists() and stamp_file.read_text().strip() == digest
     if fresh and not force:
-        return Archive(model_dir.name, op, target, rebuilt=False)
+        return Archive(src.model, op, target, rebuilt=False)
     stage = out / ".build" / name
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "pkg" / "handlers").mkdir(parents=True)
     (stage / "tmp").mkdir()
-    for src in handler_sources():
-        shutil.copy2(src, stage / "pkg" / "handlers" / src.name)
+    for f in handler_sources():
+        shutil.copy2(f, stage / "pkg" / "handlers" / f.name)
     (stage / "model-config.yaml").write_text(config_text)
-    others = [model_dir / f for f in FILES[op][1:]]  # score: the decoder beside the encoder
+    first, *others = src.files(op)  # score: the decoder beside the encoder
     cmd = [
         _archiver(),
         "--model-name", name,
         "--version", "1.0",
         "--handler", str(stage / "pkg" / "handlers" / f"{op}_handler.py"),
-        "--serialized-file", str(model_dir / FILES[op][0]),
-        "--extra-files", ",".join(map(str, [stage / "pkg", model_dir / MANIFEST, *others])),
+        "--serialized-file", str(first),
+        "--extra-files", ",".join(map(str, [stage / "pkg", src.manifest, *others])),
         "--config-file", str(stage / "model-config.yaml"),
         "--export-path", str(stage),
         "--force",
@@ -206,7 +219,7 @@ def build_one(model_dir: Path, op: str, out: Path, config_text: str, force: bool
     os.replace(stage / f"{name}.mar", target)
     stamp_file.write_text(digest + "\n")
     shutil.rmtree(stage, ignore_errors=True)
-    return Archive(model_dir.name, op, target, rebuilt=True)
+    return Archive(src.model, op, target, rebuilt=True)
 
 
 def prune(out: Path, keep: set[str]) -> list[Path]:
@@ -238,16 +251,27 @@ def build_archives(
         for mar in prune(out, {d.name for d in dirs}):
             log(f"removed {mar} (its model is gone)")
     worker = worker or WorkerConfig()
-    configs = {op: yaml.safe_dump(worker.model_config(op), sort_keys=False) for op in OPERATIONS}
-    jobs = [(d, op) for d in dirs for op in OPERATIONS]
+    srcs = [sources(d, worker.model_format(d.name), out, log) for d in dirs]
+    jobs = [(s, op) for s in srcs for op in OPERATIONS]
+    configs = {
+        (op, f): yaml.safe_dump(worker.model_config(op, f), sort_keys=False)
+        for op in OPERATIONS
+        for f in MODEL_FORMATS
+    }
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        futures = [pool.submit(build_one, d, op, out, configs[op], force) for d, op in jobs]
+        futures = [
+            pool.submit(build_one, s, op, out, configs[op, s.model_format], force) for s, op in jobs
+        ]
         results = []
         for i, fut in enumerate(futures, 1):
             a = fut.result()
             results.append(a)
             log(f"[{i}/{len(jobs)}] {a.path} {'built' if a.rebuilt else 'up to date'}")
     return results
+
+
+FORMAT = "serve model NAME as FORMAT: torchscript, or aoti (AOTInductor packages, compiled and "
+FORMAT += "cached on first use; docs/formats.md); repeatable"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -258,8 +282,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="where the .mar go (default: --store)")
     p.add_argument("--models", nargs="+", default=None, help="only these model dirs")
     p.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    p.add_argument("--format", action="append", default=[], metavar="NAME=FORMAT", help=FORMAT)
     a = p.parse_args(argv)
-    results = build_archives(a.store, a.out, a.models, force=a.force)
+    formats = dict(f.partition("=")[::2] for f in a.format)
+    names = {d.name for d in model_dirs(a.store, a.models)}
+    if set(formats) - names or set(formats.values()) - set(MODEL_FORMATS):
+        raise SystemExit(f"--format {a.format}: want NAME=FORMAT, NAME in {sorted(names)}, "
+                         f"FORMAT in {MODEL_FORMATS}")  # fmt: skip
+    worker = WorkerConfig(formats=formats)
+    results = build_archives(a.store, a.out, a.models, worker, force=a.force)
     if not results:
         raise SystemExit(f"no exported models (*/{MANIFEST}) in {a.store}/; run `make models`")
     rebuilt = sum(r.rebuilt for r in results)

@@ -36,7 +36,7 @@ from handlers.calibration import fit_calibration, run_model, stat_names
 from handlers.device import placement
 from handlers.engine import Engine
 from handlers.metrics import Recorder
-from handlers.model import MANIFEST, ModelInfo, load_script
+from handlers.model import MANIFEST, ModelInfo, load_module
 from handlers.options import HandlerOptions
 from paths import FIGURES, RESULTS, SHIPPED_MODELS, STORE
 from training.data import load_dataset, train_val_split
@@ -52,7 +52,7 @@ def statistics(model_dir: Path, images: np.ndarray) -> tuple[dict[str, np.ndarra
     (`latent_code`, (n, C)), as a worker computes them."""
     info = ModelInfo.from_dir(model_dir)
     cpu = placement(None, HandlerOptions(), cuda_available=False)
-    encoder, decoder = (load_script(model_dir, info, f, cpu) for f in ("encoder.pt", "decoder.pt"))
+    encoder, decoder = (load_module(model_dir, info, f, cpu) for f in ("encoder.pt", "decoder.pt"))
     rows, codes = [], []
     with torch.inference_mode():
         for i in range(0, len(images), CHUNK):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.handlers.tiny import export_tiny
+from tests.support.exports import packaged_copy
 from tests.support.live import LiveServer, load_model, start_live_server
 from tests.support.tools import require_load_tools
 
@@ -20,6 +21,13 @@ def vae_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ae_dir(tmp_path_factory) -> Path:
     return export_tiny(tmp_path_factory.mktemp("models") / "tiny-ae", "ae")
+
+
+@pytest.fixture(scope="session")
+def vae_pt2_dir(vae_dir, tmp_path_factory) -> Path:
+    """`vae_dir` with its AOTInductor packages (`tiny-vae-pt2`): compiled on the first
+    run (about a minute), then from the packages' cache (serving/packages.py)."""
+    return packaged_copy(vae_dir, tmp_path_factory.mktemp("packaged") / "tiny-vae-pt2")
 
 
 @pytest.fixture(scope="session")

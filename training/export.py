@@ -7,6 +7,12 @@ The scripted modules are checked against the eager ones on a batch (max abs
 diff <= PARITY_TOL) and the export fails loudly otherwise. The manifest is the
 contract with the serving handlers (`handlers/` reads it, never `training/`); its
 `prior` carries the sampling factor that `sample` applies (training/prior.py).
+
+With `packages=True` the export also compiles `encoder.pt2` / `decoder.pt2`
+(AOTInductor packages, `training/aoti.py`) and lists them with their sha256
+under the manifest's `packages` key; `files` stays the TorchScript pair. The
+shipped store commits only TorchScript: `make archive` builds packages from it
+when an archive asks for them (`eager_from_store` rebuilds the eager modules).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from training import aoti
 from training.data import load_dataset, pixel_scaling, to_float
 from training.models import Autoencoder, ImageDecoder, ModelConfig, build_model
 from training.prior import STANDARD_NORMAL, gaussian_prior
@@ -83,8 +90,10 @@ def export_model(
     metrics: dict | None = None,
     train_config: dict | None = None,
     code_prior: dict | None = None,
+    packages: bool = False,
 ) -> dict:
-    """Write encoder.pt, decoder.pt and manifest.json into `out`; return the manifest."""
+    """Write encoder.pt, decoder.pt and manifest.json into `out` (with `packages`, also
+    encoder.pt2 and decoder.pt2); return the manifest."""
     cfg = model.cfg
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,11 +127,47 @@ def export_model(
         "torch_version": torch.__version__,
         "files": {f: sha256_file(out / f) for f in ("encoder.pt", "decoder.pt")},
     }
+    if packages:
+        decoder = ImageDecoder(model.decoder)
+        manifest["packages"] = aoti.package_pair(model.encoder, decoder, x_check, out)
     write_manifest(out / "manifest.json", manifest)
     return manifest
 
 
-def export_run(run: Run, out: Path) -> dict:
+def _quiet_jit_load(path: Path) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():  # reading TorchScript is this function's purpose
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def eager_from_store(model_dir: Path, check: torch.Tensor | None = None) -> Autoencoder:
+    """The eager model of an export, rebuilt from its manifest's `model_config` and the
+    TorchScript files' weights, and checked against them (max abs diff <= PARITY_TOL)
+    on `check` images (default: 8 seeded random ones)."""
+    model_dir = Path(model_dir)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    model = build_model(ModelConfig.from_dict(manifest["model_config"])).eval()
+    encoder, decoder = (_quiet_jit_load(model_dir / f) for f in ("encoder.pt", "decoder.pt"))
+    model.encoder.load_state_dict(encoder.state_dict())
+    image_decoder = ImageDecoder(model.decoder)  # decoder.pt's keys: `decoder.net.N...`
+    image_decoder.load_state_dict(decoder.state_dict())
+    if check is None:
+        check = torch.rand((8, *model.cfg.image_shape), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        z = model.encode_mean(check)
+        diffs = {
+            "encoder": _max_diff(model.encoder(check), encoder(check)),
+            "decoder": _max_diff(image_decoder(z), decoder(z)),
+        }
+    for part, diff in diffs.items():
+        if not diff <= PARITY_TOL:
+            raise ExportError(
+                f"rebuilt {part} differs from {model_dir}'s TorchScript by {diff:.3g}"
+            )
+    return model
+
+
+def export_run(run: Run, out: Path, packages: bool = False) -> dict:
     """Export a loaded run (its checkpoint and metrics.json) into `out`."""
     metrics_path = run.path / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
@@ -137,13 +182,8 @@ def export_run(run: Run, out: Path) -> dict:
         metrics=metrics,
         train_config=asdict(run.config),
         code_prior=run.prior if run.model.cfg.kind == "ae" else None,
+        packages=packages,
     )
-
-
-def _load_script(path: Path) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():  # TorchScript is the export contract
-        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 def _same_code(a: torch.jit.ScriptModule, b: torch.jit.ScriptModule) -> bool:
@@ -152,54 +192,36 @@ def _same_code(a: torch.jit.ScriptModule, b: torch.jit.ScriptModule) -> bool:
     return ma.keys() == mb.keys() and all(ma[k].code == mb[k].code for k in ma)
 
 
-def model_from_export(model_dir: Path) -> Autoencoder:
-    """The eager model of an export: `model_config` from its manifest, the weights
-    from its TorchScript files (the training checkpoint is not needed)."""
-    model_dir = Path(model_dir)
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    model = build_model(ModelConfig.from_dict(manifest["model_config"]))
-    model.encoder.load_state_dict(_load_script(model_dir / "encoder.pt").state_dict())
-    decoder = ImageDecoder(model.decoder)
-    decoder.load_state_dict(_load_script(model_dir / "decoder.pt").state_dict())
-    return model.eval()
-
-
 def rescript(model_dir: Path, x_check: torch.Tensor) -> dict:
     """Script an export again with this code (same weights), in place.
 
     For changes to the modules' code that keep their parameters and outputs
     (a faster layer): the new files must answer as the old ones within
-    PARITY_TOL on `x_check`, and the manifest keeps everything but the files'
+    PARITY_TOL on `x_check` (so within 2 x PARITY_TOL of the old files), and the
+    manifest keeps everything but the files'
     sha256, the parity figures and the torch version.
     """
     model_dir = Path(model_dir)
-    old = {f: _load_script(model_dir / f) for f in ("encoder.pt", "decoder.pt")}
-    encoder, decoder, diffs = script_and_check(model_from_export(model_dir), x_check)
-    with torch.inference_mode():
-        z = old["encoder.pt"](x_check)
-        z = z[0] if isinstance(z, tuple) else z
-        drift = {
-            "encoder": _max_diff(old["encoder.pt"](x_check), encoder(x_check)),
-            "decoder": _max_diff(old["decoder.pt"](z), decoder(z)),
-        }
-    for part, diff in drift.items():
-        if not diff <= PARITY_TOL:
-            raise ExportError(f"re-scripted {part} differs from the old file by {diff:.3g}")
+    model = eager_from_store(model_dir, x_check)  # answers as the old files, or raises
+    encoder, decoder, diffs = script_and_check(model, x_check)  # and the new ones as it
     for file, module in (("encoder.pt", encoder), ("decoder.pt", decoder)):
-        if not _same_code(old[file], module):  # else keep the file: no churn in git
+        if not _same_code(_quiet_jit_load(model_dir / file), module):  # else no churn in git
             module.save(str(model_dir / file))
     manifest = json.loads((model_dir / "manifest.json").read_text())
     manifest["parity_max_abs_diff"] = diffs
     manifest["torch_version"] = torch.__version__
     manifest["files"] = {f: sha256_file(model_dir / f) for f in ("encoder.pt", "decoder.pt")}
     write_manifest(model_dir / "manifest.json", manifest)
-    return drift
+    return diffs
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Export runs/<name> as TorchScript + manifest.")
     p.add_argument("--run", type=Path)
     p.add_argument("--out", type=Path)
+    p.add_argument(
+        "--packages", action="store_true", help="also encoder.pt2 / decoder.pt2 (AOTInductor)"
+    )
     p.add_argument(
         "--rescript",
         type=Path,
@@ -212,12 +234,12 @@ def main(argv: list[str] | None = None) -> None:
         for model_dir in a.rescript:
             manifest = json.loads((model_dir / "manifest.json").read_text())
             data = load_dataset(manifest["dataset"]["name"])
-            drift = rescript(model_dir, to_float(data.test.images[:256]))
-            print(f"re-scripted {model_dir}: max change {drift}")
+            diffs = rescript(model_dir, to_float(data.test.images[:256]))
+            print(f"re-scripted {model_dir}: parity {diffs}")
         return
     if a.run is None or a.out is None:
         p.error("--run and --out (or --rescript)")
-    m = export_run(load_run(a.run), a.out)
+    m = export_run(load_run(a.run), a.out, a.packages)
     print(
         f"exported {a.out}: {m['kind']} latent {m['latent_dim']}, parity {m['parity_max_abs_diff']}"
     )

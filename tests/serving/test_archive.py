@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import zipfile
 
+import pytest
 import yaml
 
 from serving import archive
@@ -73,3 +75,36 @@ def test_export_change_and_pruning(ae_dir, tmp_path):
     (out / "keep.txt").write_text("not an archive of ours")
     assert build_archives(store, out, log=quiet) == []
     assert not list(out.glob("*.mar")) and (out / "keep.txt").exists()
+
+
+def test_an_aoti_archive_carries_the_packages(vae_dir, vae_pt2_dir, tmp_path):
+    """`formats` switches one model to AOTInductor packages (from the cache that the
+    `vae_pt2_dir` fixture filled): the .pt2 files, a manifest listing them, the option."""
+    out = tmp_path / "store"
+    worker = WorkerConfig(formats={vae_dir.name: "aoti"})
+    build_archives(vae_dir.parent, out, models=[vae_dir.name], worker=worker, log=quiet)
+    with zipfile.ZipFile(out / "tiny-vae-score.mar") as z:
+        names = set(z.namelist())
+        config = yaml.safe_load(z.read("model-config.yaml"))
+        manifest = json.loads(z.read("manifest.json"))
+    assert {"encoder.pt2", "decoder.pt2"} <= names and not {"encoder.pt", "decoder.pt"} & names
+    assert config["handler"]["model_format"] == "aoti"
+    listed = json.loads((vae_pt2_dir / "manifest.json").read_text())["packages"]
+    assert manifest["packages"] == listed
+    assert manifest["files"] == json.loads((vae_dir / "manifest.json").read_text())["files"]
+    again = build_archives(vae_dir.parent, out, models=[vae_dir.name], worker=worker, log=quiet)
+    assert not any(a.rebuilt for a in again)
+    back = build_archives(vae_dir.parent, out, models=[vae_dir.name], log=quiet)
+    assert all(a.rebuilt for a in back)  # TorchScript again: every archive changes
+    with zipfile.ZipFile(out / "tiny-vae-encode.mar") as z:
+        assert "encoder.pt" in z.namelist()
+        assert yaml.safe_load(z.read("model-config.yaml"))["handler"]["model_format"] == (
+            "torchscript"
+        )
+
+
+@pytest.mark.parametrize("arg", ["tiny-vae=onnx", "nosuch=aoti", "tiny-vae"])
+def test_the_format_option_is_checked(vae_dir, tmp_path, arg):
+    argv = ["--store", str(vae_dir.parent), "--out", str(tmp_path), "--format", arg]
+    with pytest.raises(SystemExit, match="want NAME=FORMAT"):
+        archive.main(argv)

@@ -3,12 +3,15 @@ and calibrated for the score operation on stand-in images."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from serving.calibrate import calibrate
+from serving.packages import packaged_manifest, packages_for
 from training.export import export_model
 from training.models import ModelConfig, build_model
 
@@ -41,3 +44,16 @@ def fixture_images(n: int = 300, seed: int = 0) -> np.ndarray:
 def calibrate_fixture(model_dir: Path, seed: int = 0) -> dict:
     """The score calibration of a fixture export, on `fixture_images` (the real code path)."""
     return calibrate(model_dir, fixture_images(seed=seed), {"dataset": "fixture images"})
+
+
+def packaged_copy(model_dir: Path, dest: Path) -> Path:
+    """A copy of an export with its AOTInductor packages (compiled once, then from the
+    cache of serving/packages.py) and a manifest that lists them: the model files and
+    manifest an `aoti` archive carries, beside the TorchScript ones."""
+    packages = packages_for(model_dir, log=lambda *_: None)
+    shutil.copytree(model_dir, dest)
+    for package in packages.glob("*.pt2"):
+        shutil.copy2(package, dest / package.name)
+    manifest = packaged_manifest(model_dir, packages)
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return dest

@@ -28,6 +28,7 @@ import pytest
 import requests
 
 from paths import STORE
+from serving.archive import WorkerConfig
 from serving.process import ServeError
 from serving.properties import BASE_CONFIG, Ports
 from serving.query import metric
@@ -112,10 +113,13 @@ def start_live_server(
     config: Path = BASE_CONFIG,
     ports: Ports | None = None,
     timeout: float = 600.0,
+    worker: WorkerConfig | None = None,
 ) -> LiveServer:
     require_tools()
     try:
-        running = start_server(tmp_dir, model_dirs, config=config, ports=ports, timeout=timeout)
+        running = start_server(
+            tmp_dir, model_dirs, worker=worker, config=config, ports=ports, timeout=timeout
+        )
     except ServeError as err:
         pytest.fail(f"TorchServe did not come up: {err}")
     served = [ServedModel.of(d) for d in model_dirs]

@@ -11,9 +11,9 @@ from training.data import to_float
 from training.evaluate import active_units, evaluate, evaluate_run, knn_accuracy
 from training.export import (
     ExportError,
+    eager_from_store,
     export_model,
     export_run,
-    model_from_export,
     rescript,
     script_and_check,
     sha256_file,
@@ -139,13 +139,13 @@ def test_rescript_keeps_weights_and_unchanged_files(tiny_run, tmp_path):
     manifest = export_run(run, out)
     x = to_float(run.data.test.images[:32])
     with torch.inference_mode():
-        assert torch.allclose(model_from_export(out).encode_mean(x), run.model.encode_mean(x))
+        assert torch.allclose(eager_from_store(out).encode_mean(x), run.model.encode_mean(x))
     before = {f: (out / f).read_bytes() for f in ("encoder.pt", "decoder.pt")}
     stale = json.loads((out / "manifest.json").read_text())
     stale["files"]["decoder.pt"] = "0" * 64
     (out / "manifest.json").write_text(json.dumps(stale))
-    drift = rescript(out, x)
-    assert max(drift.values()) <= 1e-5
+    diffs = rescript(out, x)
+    assert max(diffs.values()) <= 1e-5
     assert {f: (out / f).read_bytes() for f in before} == before  # same code: untouched
     again = json.loads((out / "manifest.json").read_text())
     assert again["files"] == manifest["files"]
