@@ -25,14 +25,18 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from handlers.model import MANIFEST, model_files
 from handlers.options import MODEL_FORMATS
-from training import aoti
-from training.export import eager_from_store, sha256_file
-from training.models import ImageDecoder
+
+if TYPE_CHECKING:
+    from training.aoti import CompileSettings
+
+# training/ (and the compiler behind it) is imported only where packages are built:
+# TorchScript archives, the default, need neither (the image archives without them)
 
 RECORD = "packages.json"
 SOURCES = ("encoder.pt", "decoder.pt")  # what the packages are rebuilt from
@@ -45,9 +49,13 @@ def cache_root() -> Path:
     return Path(base) / "latentserve" / "pt2"
 
 
-def cache_key(model_dir: Path, settings: aoti.CompileSettings = aoti.SETTINGS) -> str:
+def cache_key(model_dir: Path, settings: CompileSettings | None = None) -> str:
     """sha256 of the inputs that decide the packages: the TorchScript bytes, the model
-    config, torch's version and the compile settings."""
+    config, torch's version and the compile settings (default: `training.aoti.SETTINGS`)."""
+    from training import aoti
+    from training.export import sha256_file
+
+    settings = settings or aoti.SETTINGS
     manifest = json.loads((Path(model_dir) / MANIFEST).read_text())
     inputs = {
         "sources": {f: sha256_file(Path(model_dir) / f) for f in SOURCES},
@@ -61,12 +69,17 @@ def cache_key(model_dir: Path, settings: aoti.CompileSettings = aoti.SETTINGS) -
 def packages_for(
     model_dir: Path,
     cache: Path | None = None,
-    settings: aoti.CompileSettings = aoti.SETTINGS,
+    settings: CompileSettings | None = None,
     log=print,
 ) -> Path:
     """The cache directory holding `model_dir`'s packages and their record, compiled on
     a miss (into a private folder first, then renamed: a concurrent build never reads
     half a package)."""
+    from training import aoti
+    from training.export import eager_from_store
+    from training.models import ImageDecoder
+
+    settings = settings or aoti.SETTINGS
     model_dir = Path(model_dir)
     cache = Path(cache) if cache is not None else cache_root()
     done = cache / cache_key(model_dir, settings)

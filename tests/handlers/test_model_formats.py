@@ -19,6 +19,7 @@ from handlers.engine import Engine
 from handlers.model import ModelInfo, load_module, model_files
 from handlers.options import MODEL_FORMATS, HandlerOptions
 from tests.handlers.tiny import json_request, pixels
+from tests.support.compare import assert_close_tree
 
 AOTI = HandlerOptions(model_format="aoti")
 CPU = Placement("cpu", torch.float32, False)
@@ -39,24 +40,9 @@ def _answers(model_dir, options: HandlerOptions) -> dict:
     return out
 
 
-def _close(a, b, path="") -> None:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float):
-        assert abs(a - b) <= 1e-4 + 1e-4 * abs(a), (path, a, b)
-    else:
-        assert a == b, path
-
-
 def test_both_formats_answer_alike(vae_pt2_dir):
     """One directory with both formats' files: the option alone picks the loader."""
-    _close(_answers(vae_pt2_dir, HandlerOptions()), _answers(vae_pt2_dir, AOTI))
+    assert_close_tree(_answers(vae_pt2_dir, HandlerOptions()), _answers(vae_pt2_dir, AOTI))
 
 
 def test_a_package_keeps_the_module_output_structure(vae_pt2_dir):

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from serving.archive import OPERATIONS, WorkerConfig
+from tests.support.compare import assert_close_tree
 from tests.support.live import LiveServer, start_live_server
 from tests.support.v2 import binary_input, json_body, json_input, post_v2, read_v2, v2_body
 
@@ -59,22 +60,6 @@ JSON_CALLS = {
 }
 
 
-def _close(a, b, path="") -> None:
-    """Same structure; floats within float32 tolerance, everything else equal."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float):
-        assert abs(a - b) <= 1e-4 + 1e-4 * abs(a), (path, a, b)
-    else:
-        assert a == b, path
-
-
 @pytest.mark.parametrize("op", OPERATIONS)
 def test_json_api_answers_alike(both, op):
     answers = []
@@ -82,7 +67,7 @@ def test_json_api_answers_alike(both, op):
         resp = both.post(f"{model}-{op}", json=JSON_CALLS[op])
         assert resp.status_code == 200, resp.text
         answers.append(resp.json())
-    _close(*answers)
+    assert_close_tree(*answers)
 
 
 def _v2_calls() -> dict:
@@ -107,7 +92,7 @@ def test_v2_answers_alike(both, op):
         read_v2(post_v2(both, f"{model}-{op}", body, headers)) for model in (TS, PT2)
     )
     assert ts.keys() == pt2.keys() and ts
-    _close(meta_ts.get("parameters"), meta_pt2.get("parameters"))
+    assert_close_tree(meta_ts.get("parameters"), meta_pt2.get("parameters"))
     for name, want in ts.items():
         got = pt2[name]
         assert got.dtype == want.dtype and got.shape == want.shape, name
