@@ -73,10 +73,15 @@ def model_stats(
         "z_norm": mean.norm(dim=1),
     }
     if z_log_var is not None:
-        lv = z_log_var.double()
-        out["kl_nats"] = (0.5 * (mean.pow(2) + lv.exp() - 1.0 - lv).sum(1)).clamp_min(0.0)
-        out["sigma_norm"] = (0.5 * lv).exp().norm(dim=1)
+        out["kl_nats"] = kl_nats(z_mean, z_log_var)
+        out["sigma_norm"] = (0.5 * z_log_var.double()).exp().norm(dim=1)
     return out
+
+
+def kl_nats(z_mean: torch.Tensor, z_log_var: torch.Tensor) -> torch.Tensor:
+    """KL(q(z | x) || N(0, I)) per item, float64 (clamped at 0 against rounding)."""
+    mean, lv = z_mean.double(), z_log_var.double()
+    return (0.5 * (mean.pow(2) + lv.exp() - 1.0 - lv).sum(1)).clamp_min(0.0)
 
 
 def run_model(
@@ -95,12 +100,6 @@ def run_model(
     u8 = np.clip(np.rint(x[:, 0].float().cpu().numpy() * scale), 0, 255).astype(np.uint8)
     stats["png_bits"] = torch.from_numpy(png_bits(u8)).to(stats["z_norm"].device)
     return torch.stack([stats[k] for k in stat_names(kind)], 1), latent_code(e), pixels
-
-
-def kl_of_code(code: np.ndarray, latent_dim: int) -> np.ndarray:
-    """A VAE's KL(q(z|x) || N(0, I)) from its `latent_code` (as `model_stats` computes it)."""
-    mean, lv = code[:, :latent_dim], code[:, latent_dim:]
-    return np.maximum(0.5 * (mean**2 + np.exp(lv) - 1.0 - lv).sum(1), 0.0)
 
 
 def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -157,15 +156,17 @@ def write_png_file(image: np.ndarray, level: int = 9) -> bytes:
 
 
 def scores_of(
-    kind: str, stats: dict[str, np.ndarray], code: np.ndarray, cal: Calibration | None
+    kind: str, stats: dict[str, np.ndarray], code: np.ndarray, cal: Calibration
 ) -> np.ndarray:
-    """(n, len(score_names(kind))) scores from the statistics and the encoder's output;
-    mahalanobis and latent need `cal` (NaN without)."""
+    """(n, len(score_names(kind))) scores from the statistics and the encoder's output."""
     raw = stats["recon_nats"] + (stats["kl_nats"] if kind == "vae" else 0.0)
-    cols = [raw, raw / LN2 - stats["png_bits"]]
-    if cal is None:
-        return np.stack([*cols, np.full_like(raw, np.nan), np.full_like(raw, np.nan)], 1)
-    return np.stack([*cols, cal.mahalanobis(stats), cal.latent(code)], 1)
+    cols = [raw, raw / LN2 - stats["png_bits"], cal.mahalanobis(stats), cal.latent(code)]
+    return np.stack(cols, 1)
+
+
+def _log_features(stats: dict[str, np.ndarray], features: tuple[str, ...]) -> np.ndarray:
+    """(n, F): the log of each statistic the Mahalanobis score takes."""
+    return np.stack([np.log(np.maximum(stats[k], 1e-12)) for k in features], 1)
 
 
 def _distance(v: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -231,8 +232,7 @@ class Calibration:
         return cal
 
     def mahalanobis(self, stats: dict[str, np.ndarray]) -> np.ndarray:
-        logs = np.stack([np.log(np.maximum(stats[k], 1e-12)) for k in self.features], 1)
-        return _distance(logs, self.mean, self.precision)
+        return _distance(_log_features(stats, self.features), self.mean, self.precision)
 
     def latent(self, code: np.ndarray) -> np.ndarray:
         return _distance(np.asarray(code, dtype=np.float64), self.code_mean, self.code_precision)
@@ -260,7 +260,7 @@ def fit_calibration(
     """The manifest's `calibration` from the statistics and the encoder's outputs
     (`latent_code`) of held-out images (JSON-ready)."""
     features = stat_names(kind)
-    logs = np.stack([np.log(np.maximum(stats[k], 1e-12)) for k in features], 1)
+    logs = _log_features(stats, features)
 
     def r(a) -> np.ndarray:  # stored with `digits` significant digits, and used so
         return np.vectorize(lambda v: float(f"{v:.{digits}g}"), otypes=[float])(np.asarray(a))

@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel
 
 from handlers import images, readers, v2_read, writers
+from handlers.calibration import kl_nats
 from handlers.errors import RequestError
 from handlers.inputs import read_image_tensor, read_images
 from handlers.limits import Limits
@@ -183,8 +184,7 @@ class Encode(Operation):
         rec.add("latentserve_encode_z_mean_norm_total", float(norms.sum()))
         rec.add("latentserve_encode_batch_z_mean_norm", float(norms.mean()))
         if self.info.kind == "vae":
-            lv = outputs[1].double()
-            kl = (0.5 * (mean.pow(2) + lv.exp() - 1.0 - lv).sum(dim=1)).clamp_min(0.0)
+            kl = kl_nats(outputs[0], outputs[1])
             rec.add("latentserve_encode_kl_nats_total", float(kl.sum()))
             rec.add("latentserve_encode_batch_kl_nats", float(kl.mean()))
 

@@ -25,7 +25,7 @@ from handlers.calibration import (
     LN2,
     PRIMARY,
     Calibration,
-    kl_of_code,
+    kl_nats,
     latent_code,
     run_model,
     score_names,
@@ -90,24 +90,24 @@ class Score(Operation):
 
     def names(self, outputs: Outputs) -> tuple[tuple[str, ...], str]:
         """The scores these outputs give, and their primary (the mode's)."""
-        return ((LATENT,), LATENT) if len(outputs) == 1 else (self.scores, PRIMARY)
+        return ((LATENT,), LATENT) if _latent(outputs) else (self.scores, PRIMARY)
 
     def evaluate_outputs(
         self, outputs: Outputs
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Model outputs -> (statistics, scores (n, S), p-values (n, S)), S the `names`."""
-        code = outputs[-2 if len(outputs) > 1 else 0].double().numpy()
-        if len(outputs) == 1:  # mode latent: the encoder's output alone
-            n, stats = len(code), {}
+        if _latent(outputs):
+            (code,) = outputs
+            nan = np.full(len(code), np.nan)
+            stats = {"recon_nats": nan, "png_bits": nan}
             if self.vae:
-                stats["kl_nats"] = kl_of_code(code, self.info.latent_dim)
-            for k in ("recon_nats", "png_bits"):
-                stats[k] = np.full(n, np.nan)
-            scores = self.cal.latent(code)[:, None]
+                d = self.info.latent_dim
+                stats["kl_nats"] = kl_nats(code[:, :d], code[:, d:]).numpy()
+            scores = self.cal.latent(code.double().numpy())[:, None]
             return stats, scores, self.cal.p_values(scores, (LATENT,))
-        table = outputs[0].double().numpy()
-        stats = {k: table[:, i] for i, k in enumerate(self.stats)}
-        scores = scores_of(self.info.kind, stats, code, self.cal)
+        table, code, _ = outputs
+        stats = dict(zip(self.stats, table.double().numpy().T, strict=True))
+        scores = scores_of(self.info.kind, stats, code.double().numpy(), self.cal)
         return stats, scores, self.cal.p_values(scores)
 
     def _summary(self, stats: dict[str, np.ndarray]) -> np.ndarray:
@@ -184,6 +184,11 @@ class Score(Operation):
         for value in primary.tolist():
             rec.add("latentserve_score_p_value", value)
         rec.add("latentserve_score_flagged_total", int((primary < FLAG_FPR).sum()))
+
+
+def _latent(outputs: Outputs) -> bool:
+    """Mode latent's outputs: the encoder's output alone (full: statistics, it, pixels)."""
+    return len(outputs) == 1
 
 
 def _number(v: float) -> str:
