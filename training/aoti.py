@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-PARITY_TOL = 1e-5
+from training.export import PARITY_TOL, max_diff, sha256_file
+
 CHECK_BATCHES = (1, 8, 64)
 MAX_BATCH = 4096  # far above the handlers' chunk_size (256 by default); the loader checks
 PACKAGE_FILES = {"encoder": "encoder.pt2", "decoder": "decoder.pt2"}
@@ -65,12 +66,6 @@ def cxx_compiler() -> str:
         "compiling an AOTInductor package needs a C++ compiler, and none was found "
         "(CXX, c++, g++, clang++): install g++ (`sudo apt-get install g++`, or `make setup`)"
     )
-
-
-def max_diff(a, b) -> float:
-    if isinstance(a, (tuple, list)):
-        return max(max_diff(x, y) for x, y in zip(a, b, strict=True))
-    return float((a - b).abs().max())
 
 
 def compile_package(
@@ -133,8 +128,6 @@ def package_pair(
     -> the manifest's `packages` entry: {"files": {name: sha256}, "parity_max_abs_diff",
     "compile_seconds", "settings", "torch_version"}
     """
-    from training.export import sha256_file  # one sha256 helper (export imports this module)
-
     encoder, decoder = encoder.eval().cpu(), decoder.eval().cpu()
     with torch.inference_mode():
         y = encoder(x)

@@ -23,12 +23,12 @@ import json
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from training import aoti
 from training.data import load_dataset, pixel_scaling, to_float
 from training.models import Autoencoder, ImageDecoder, ModelConfig, build_model
 from training.prior import STANDARD_NORMAL, gaussian_prior
@@ -58,10 +58,29 @@ def write_manifest(path: Path, manifest: dict) -> None:
     path.write_text(flat.sub(lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n")
 
 
-def _max_diff(a, b) -> float:
-    if isinstance(a, tuple):
-        return max(_max_diff(x, y) for x, y in zip(a, b, strict=True))
+def max_diff(a, b) -> float:
+    """The largest absolute difference of two outputs (tensors, or tuples of them)."""
+    if isinstance(a, tuple | list):
+        return max(max_diff(x, y) for x, y in zip(a, b, strict=True))
     return float((a - b).abs().max())
+
+
+def check_parity(
+    model: Autoencoder, encoder, decoder, x: torch.Tensor, failure: Callable[[str, float], str]
+) -> dict[str, float]:
+    """{encoder: diff, decoder: diff} of another form of the model's two modules against
+    the eager `model` on images `x` (the decoder at z_mean, as `ImageDecoder`); an ExportError
+    saying `failure(part, diff)` when a diff is above PARITY_TOL."""
+    with torch.inference_mode():
+        z = model.encode_mean(x)
+        diffs = {
+            "encoder": max_diff(model.encoder(x), encoder(x)),
+            "decoder": max_diff(ImageDecoder(model.decoder)(z), decoder(z)),
+        }
+    for part, diff in diffs.items():
+        if not diff <= PARITY_TOL:
+            raise ExportError(failure(part, diff))
+    return diffs
 
 
 def script_and_check(model: Autoencoder, x: torch.Tensor):
@@ -69,15 +88,10 @@ def script_and_check(model: Autoencoder, x: torch.Tensor):
     model = model.eval().cpu()
     encoder = torch.jit.script(model.encoder)
     decoder = torch.jit.script(ImageDecoder(model.decoder).eval())
-    with torch.inference_mode():
-        z = model.encode_mean(x)
-        diffs = {
-            "encoder": _max_diff(model.encoder(x), encoder(x)),
-            "decoder": _max_diff(torch.sigmoid(model.decoder(z)), decoder(z)),
-        }
-    for part, diff in diffs.items():
-        if not diff <= PARITY_TOL:
-            raise ExportError(f"scripted {part} differs from eager by {diff:.3g} > {PARITY_TOL}")
+    diffs = check_parity(
+        model, encoder, decoder, x,
+        lambda part, diff: f"scripted {part} differs from eager by {diff:.3g} > {PARITY_TOL}",
+    )  # fmt: skip
     return encoder, decoder, diffs
 
 
@@ -127,7 +141,9 @@ def export_model(
         "torch_version": torch.__version__,
         "files": {f: sha256_file(out / f) for f in ("encoder.pt", "decoder.pt")},
     }
-    if packages:
+    if packages:  # imported here: training.aoti builds on this module
+        from training import aoti
+
         decoder = ImageDecoder(model.decoder)
         manifest["packages"] = aoti.package_pair(model.encoder, decoder, x_check, out)
     write_manifest(out / "manifest.json", manifest)
@@ -149,21 +165,14 @@ def eager_from_store(model_dir: Path, check: torch.Tensor | None = None) -> Auto
     model = build_model(ModelConfig.from_dict(manifest["model_config"])).eval()
     encoder, decoder = (_quiet_jit_load(model_dir / f) for f in ("encoder.pt", "decoder.pt"))
     model.encoder.load_state_dict(encoder.state_dict())
-    image_decoder = ImageDecoder(model.decoder)  # decoder.pt's keys: `decoder.net.N...`
-    image_decoder.load_state_dict(decoder.state_dict())
+    # decoder.pt's keys: `decoder.net.N...`
+    ImageDecoder(model.decoder).load_state_dict(decoder.state_dict())
     if check is None:
         check = torch.rand((8, *model.cfg.image_shape), generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        z = model.encode_mean(check)
-        diffs = {
-            "encoder": _max_diff(model.encoder(check), encoder(check)),
-            "decoder": _max_diff(image_decoder(z), decoder(z)),
-        }
-    for part, diff in diffs.items():
-        if not diff <= PARITY_TOL:
-            raise ExportError(
-                f"rebuilt {part} differs from {model_dir}'s TorchScript by {diff:.3g}"
-            )
+    check_parity(
+        model, encoder, decoder, check,
+        lambda part, diff: f"rebuilt {part} differs from {model_dir}'s TorchScript by {diff:.3g}",
+    )  # fmt: skip
     return model
 
 
