@@ -27,7 +27,6 @@ alternating; `make bench` reports the same.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from functools import partial
 from pathlib import Path
@@ -35,12 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from client.v2 import write_infer_request
 from handlers.calibration import latent_code, run_model
 from handlers.device import keep_freed_memory, placement
 from handlers.engine import Engine
 from handlers.model import ModelInfo, load_module
 from handlers.options import HandlerOptions
-from handlers.readers import RawRequest
+from handlers.readers import RawRequest, media_type
 from loadtests import payloads
 from paths import STORE
 
@@ -134,25 +134,13 @@ def score_vs_encode(model_dir: Path, batch: int = 64, seconds: float = 3.0) -> d
     keep_freed_memory()
     images = payloads.test_images()[:batch]
     x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
-    head = {
-        "inputs": [
-            {
-                "name": "image",
-                "shape": list(images.shape),
-                "datatype": "UINT8",
-                "parameters": {"binary_data_size": images.nbytes},
-            }
-        ],
-        "parameters": {"binary_data_output": True},
-    }
 
-    def request(head: dict) -> RawRequest:
-        text = json.dumps(head).encode()
-        headers = {"explain": "False", "inference-header-content-length": str(len(text))}
-        return RawRequest(text + images.tobytes(), "application/octet-stream", "v2", headers)
+    def request(parameters: dict) -> RawRequest:  # binary UINT8 in, binary outputs
+        body, http = write_infer_request({"image": images}, parameters)
+        headers = {k.lower(): v for k, v in http.items()} | {"explain": "False"}
+        return RawRequest(body, media_type(headers["content-type"]), "v2", headers)
 
-    raw = request(head)
-    latent = request(head | {"parameters": {"binary_data_output": True, "mode": "latent"}})
+    raw, latent = request({}), request({"mode": "latent"})
     enc = Engine.from_dir(model_dir, "encode", HandlerOptions())
     score = Engine.from_dir(model_dir, "score", HandlerOptions())
     for engine, r in ((enc, raw), (score, raw), (score, latent)):

@@ -25,6 +25,7 @@ import random
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,7 +124,7 @@ def _prepare(environment, **_kwargs) -> None:
             "Is the server running (`make serve`) and are the model names right?"
         )
     think = max(opts.think_time, 0.0)
-    for user in (EncodeUser, DecodeUser, SampleUser):
+    for user in (EncodeUser, DecodeUser, SampleUser, ScoreUser):
         user.wait_time = between(0.0, 2 * think)
 
 
@@ -153,21 +154,36 @@ class LatentUser(FastHttpUser):
     def batch_size(self) -> int:
         return random.choice(BATCH_SIZES)
 
+    def call(
+        self,
+        m: ModelTraffic,
+        op: str,
+        body: bytes,
+        headers: dict,
+        label: str,
+        check: Callable[[dict], str | None],
+    ) -> None:
+        """POST `body` to <model>-<op>; a non-200, non-JSON or wrong answer fails it."""
+        with self.client.post(
+            f"/predictions/{m.name}-{op}",
+            data=body,
+            headers=headers,
+            name=f"{m.name}-{op} {label}",
+            catch_response=True,
+        ) as resp:
+            answer = _answer(resp)
+            if answer is not None:
+                _check(resp, check(answer))
+
 
 class EncodeUser(LatentUser):
     weight = 6
 
     def _encode(self, m: ModelTraffic, k: int, body: bytes, headers: dict, label: str) -> None:
-        with self.client.post(
-            f"/predictions/{m.name}-encode",
-            data=body,
-            headers=headers,
-            name=f"{m.name}-encode {label}",
-            catch_response=True,
-        ) as resp:
-            answer = _answer(resp)
-            if answer is not None:
-                _check(resp, payloads.check_encode(answer, k, m.latent_dim, m.vae))
+        self.call(
+            m, "encode", body, headers, label,
+            lambda answer: payloads.check_encode(answer, k, m.latent_dim, m.vae),
+        )  # fmt: skip
 
     @tag("single")
     @task(6)
@@ -192,16 +208,8 @@ class DecodeUser(LatentUser):
     weight = 3
 
     def _decode(self, m: ModelTraffic, k: int) -> None:
-        with self.client.post(
-            f"/predictions/{m.name}-decode",
-            data=m.decode[k].next(),
-            headers=JSON,
-            name=f"{m.name}-decode x{k}",
-            catch_response=True,
-        ) as resp:
-            answer = _answer(resp)
-            if answer is not None:
-                _check(resp, payloads.check_images(answer, k))
+        body = m.decode[k].next()
+        self.call(m, "decode", body, JSON, f"x{k}", lambda a: payloads.check_images(a, k))
 
     @tag("single")
     @task(3)
@@ -219,16 +227,8 @@ class SampleUser(LatentUser):
 
     def _sample(self, m: ModelTraffic, n: int) -> None:
         seed = random.randrange(2**31)
-        with self.client.post(
-            f"/predictions/{m.name}-sample",
-            data=payloads.sample_body(n, seed),
-            headers=JSON,
-            name=f"{m.name}-sample n={n}",
-            catch_response=True,
-        ) as resp:
-            answer = _answer(resp)
-            if answer is not None:
-                _check(resp, payloads.check_sample(answer, n, seed))
+        body = payloads.sample_body(n, seed)
+        self.call(m, "sample", body, JSON, f"n={n}", lambda a: payloads.check_sample(a, n, seed))
 
     @tag("single")
     @task(2)
@@ -245,16 +245,8 @@ class ScoreUser(LatentUser):
     weight = 1
 
     def _score(self, m: ModelTraffic, k: int) -> None:
-        with self.client.post(
-            f"/predictions/{m.name}-score",
-            data=m.encode[k].next(),  # the same images as encode
-            headers=JSON,
-            name=f"{m.name}-score x{k}",
-            catch_response=True,
-        ) as resp:
-            answer = _answer(resp)
-            if answer is not None:
-                _check(resp, payloads.check_score(answer, k))
+        body = m.encode[k].next()  # the same images as encode
+        self.call(m, "score", body, JSON, f"x{k}", lambda a: payloads.check_score(a, k))
 
     @tag("single")
     @task(2)
