@@ -41,10 +41,6 @@ class Scored:
         """(N,) bool: the primary score's is_outlier."""
         return self.is_outlier[:, self.names.index(self.primary)]
 
-    @property
-    def stats_keys(self) -> tuple[str, ...]:
-        return tuple(self.statistics)
-
     def __len__(self) -> int:
         return len(self.scores)
 
@@ -121,8 +117,8 @@ def _bad(reply: Reply, why: str) -> LatentServeError:
 def join(parts: list[Scored]) -> Scored:
     """The answers of a split request -> one, in order."""
     first = parts[0]
-    if any((p.names, p.primary, p.stats_keys) != (first.names, first.primary, first.stats_keys)
-           for p in parts):  # fmt: skip
+    kind = (first.names, first.primary, tuple(first.statistics))
+    if any((p.names, p.primary, tuple(p.statistics)) != kind for p in parts):
         raise LatentServeError("the answers disagree on their scores or statistics")
     cat = np.concatenate
     return Scored(
