@@ -180,7 +180,7 @@ def to_instance(item: Any) -> dict:
 def to_gray(img: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit grayscale 'L'; transparency composites onto black.
 
-    A copy of handlers/images.py's `_to_gray` (the client cannot import the
+    A copy of handlers/wire/images.py's `_to_gray` (the client cannot import the
     handlers): the server converts JSON API uploads with it, so that an image sent
     as a tensor gets the same pixels. tests/client/test_inputs.py compares the two.
     """

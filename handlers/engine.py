@@ -15,7 +15,7 @@ may carry many items. `Engine.handle` takes the batch through three stages
 
 Each request arrives on one of two wires (`RawRequest.protocol`): the
 project's JSON API, or the Open Inference Protocol (v2), which
-`handlers.v2_read` / `v2_write` read and write around the same operations
+`handlers.wire.v2_read` / `v2_write` read and write around the same operations
 (`Operation.parse_tensors` / `outputs`), so both run the same model in the same
 batch. One `Request` record per request carries its state through the stages.
 The result is one `Reply` per request, in request order: status, body (text,
@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 
-from handlers import v2_read, v2_write
 from handlers.device import Placement, placement
 from handlers.errors import RequestError
 from handlers.limits import LIMITS
@@ -41,8 +40,9 @@ from handlers.metrics import STAGES, Recorder
 from handlers.model import ModelInfo, load_module, model_files, package_max_batch
 from handlers.operations import OPERATIONS, Operation, Outputs, Parsed
 from handlers.options import HandlerOptions
-from handlers.readers import RawRequest
-from handlers.wire import V2
+from handlers.wire import v2_read, v2_write
+from handlers.wire.protocol import V2
+from handlers.wire.request import RawRequest
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from handlers.device import keep_freed_memory, set_cpu_threads
 from handlers.engine import Engine
 from handlers.metrics import BASE_DIMS, SPECS, Recorder
 from handlers.options import HandlerOptions
-from handlers.readers import RawRequest, media_type
-from handlers.wire import wire_protocol
+from handlers.wire.protocol import wire_protocol
+from handlers.wire.request import RawRequest, media_type
 
 log = logging.getLogger(__name__)
 # metric lines go to the worker's stdout, where the frontend reads them

@@ -158,7 +158,8 @@ def model_dirs(store: Path, names: list[str] | None = None) -> list[Path]:
 
 
 def handler_sources() -> list[Path]:
-    return sorted(HANDLERS.glob("*.py"))
+    """Every module of the handlers package, its subpackages (wire, operations) included."""
+    return sorted(p for p in HANDLERS.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def _archiver() -> str:
@@ -178,8 +179,10 @@ def _archiver_version() -> str:
 def stamp(src: Sources, op: str, config_text: str) -> str:
     h = hashlib.sha256()
     inputs = [Path(__file__).resolve(), src.manifest, *src.files(op)]
-    for path in inputs + handler_sources():
+    for path in inputs:
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in handler_sources():
+        h.update(path.relative_to(HANDLERS).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     h.update(config_text.encode() + _archiver_version().encode())
     return h.hexdigest()
 
@@ -197,7 +200,9 @@ def build_one(src: Sources, op: str, out: Path, config_text: str, force: bool) -
     (stage / "pkg" / "handlers").mkdir(parents=True)
     (stage / "tmp").mkdir()
     for f in handler_sources():
-        shutil.copy2(f, stage / "pkg" / "handlers" / f.name)
+        dest = stage / "pkg" / "handlers" / f.relative_to(HANDLERS)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dest)
     (stage / "model-config.yaml").write_text(config_text)
     first, *others = src.files(op)  # score: the decoder beside the encoder
     cmd = [

@@ -39,8 +39,8 @@ from handlers.metrics import Recorder
 from handlers.model import MANIFEST, ModelInfo, load_module
 from handlers.options import HandlerOptions
 from paths import FIGURES, RESULTS, SHIPPED_MODELS, STORE
+from training.artifacts import write_manifest
 from training.data import load_dataset, train_val_split
-from training.export import write_manifest
 
 FPR = 0.01  # the evaluated threshold: the default `fpr` of a request
 OTHER = {"fashion-mnist": "mnist", "mnist": "fashion-mnist"}

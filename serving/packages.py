@@ -53,7 +53,7 @@ def cache_key(model_dir: Path, settings: CompileSettings | None = None) -> str:
     """sha256 of the inputs that decide the packages: the TorchScript bytes, the model
     config, torch's version and the compile settings (default: `training.aoti.SETTINGS`)."""
     from training import aoti
-    from training.export import sha256_file
+    from training.artifacts import sha256_file
 
     settings = settings or aoti.SETTINGS
     manifest = json.loads((Path(model_dir) / MANIFEST).read_text())

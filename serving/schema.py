@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from handlers.schemas import REQUESTS, RESPONSES, ErrorResponse
+from handlers.wire.json_schemas import REQUESTS, RESPONSES, ErrorResponse
 from paths import DOCS
 
 

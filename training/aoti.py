@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.export import PARITY_TOL, max_diff, sha256_file
+from training.artifacts import PARITY_TOL, max_diff, sha256_file
 
 CHECK_BATCHES = (1, 8, 64)
 MAX_BATCH = 4096  # far above the handlers' chunk_size (256 by default); the loader checks

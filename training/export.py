@@ -18,9 +18,7 @@ when an archive asks for them (`eager_from_store` rebuilds the eager modules).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import re
 import shutil
 import warnings
 from collections.abc import Callable
@@ -29,40 +27,20 @@ from pathlib import Path
 
 import torch
 
+from training import aoti
+from training.artifacts import (
+    PARITY_TOL,
+    ExportError,
+    max_diff,
+    sha256_file,
+    write_manifest,
+)
 from training.data import load_dataset, pixel_scaling, to_float
 from training.models import Autoencoder, ImageDecoder, ModelConfig, build_model
 from training.prior import STANDARD_NORMAL, gaussian_prior
 from training.runs import Run, load_run
 
-PARITY_TOL = 1e-5
 MANIFEST_VERSION = 1
-
-
-class ExportError(RuntimeError):
-    pass
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_manifest(path: Path, manifest: dict) -> None:
-    """indent=2, but lists of numbers on one line (the calibration's quantiles are long)."""
-    text = json.dumps(manifest, indent=2)
-    number = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
-    flat = re.compile(rf"\[\s*({number}(?:,\s*{number})*)\s*\]")
-    path.write_text(flat.sub(lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n")
-
-
-def max_diff(a, b) -> float:
-    """The largest absolute difference of two outputs (tensors, or tuples of them)."""
-    if isinstance(a, tuple | list):
-        return max(max_diff(x, y) for x, y in zip(a, b, strict=True))
-    return float((a - b).abs().max())
 
 
 def check_parity(
@@ -141,9 +119,7 @@ def export_model(
         "torch_version": torch.__version__,
         "files": {f: sha256_file(out / f) for f in ("encoder.pt", "decoder.pt")},
     }
-    if packages:  # imported here: training.aoti builds on this module
-        from training import aoti
-
+    if packages:
         decoder = ImageDecoder(model.decoder)
         manifest["packages"] = aoti.package_pair(model.encoder, decoder, x_check, out)
     write_manifest(out / "manifest.json", manifest)

@@ -134,10 +134,10 @@ def _uploads() -> dict[str, Image.Image]:
 
 @pytest.mark.parametrize("kind", sorted(_uploads()))
 def test_images_become_the_pixels_the_server_makes_of_the_same_upload(kind, tmp_path):
-    """The server converts a JSON API upload (handlers/images.py); over the protocol the
+    """The server converts a JSON API upload (handlers/wire/images.py); over the protocol the
     client converts the same file itself: both must give the same uint8 pixels."""
-    from handlers.images import read_image
     from handlers.limits import LIMITS
+    from handlers.wire.images import read_image
 
     img = _uploads()[kind]
     path = tmp_path / "up.png"

@@ -204,12 +204,12 @@ def test_decode_sends_float32_in_range_and_the_callers_float64_otherwise():
 
 
 def test_the_servers_own_codec_reads_the_clients_requests_and_writes_what_it_reads():
-    """client/v2.py against handlers/v2_read.py and v2_write.py, in-process: what the
+    """client/v2.py against handlers/wire/v2_read.py and v2_write.py, in-process: what the
     client sends is what the server reads, and the server's answers read back exactly."""
     from handlers.limits import LIMITS
-    from handlers.readers import RawRequest
-    from handlers.v2_read import read_call
-    from handlers.v2_write import write_response as server_write
+    from handlers.wire.request import RawRequest
+    from handlers.wire.v2_read import read_call
+    from handlers.wire.v2_write import write_response as server_write
 
     image = RNG.integers(0, 256, (4, 28, 28), dtype=np.uint8)
     for binary in (True, False):

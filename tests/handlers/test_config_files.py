@@ -47,7 +47,8 @@ def test_local_config():
 
 
 def test_committed_json_schemas_are_current():
-    """docs/api/ is `make schema` output; regenerate it after changing handlers/schemas.py."""
+    """docs/api/ is `make schema` output; regenerate it after changing
+    handlers/wire/json_schemas.py."""
     docs = ROOT / "docs" / "api"
     current = schemas()
     assert sorted(p.name for p in docs.glob("*.json")) == sorted(current)

@@ -14,9 +14,10 @@ from PIL import Image
 from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
 from handlers.limits import LIMITS
 from handlers.metrics import SPECS, STAGES, Recorder
-from handlers.operations import OPERATIONS, ModelInfo
-from handlers.readers import RawRequest
-from handlers.schemas import RESPONSES, ErrorResponse
+from handlers.model import ModelInfo
+from handlers.operations import OPERATIONS
+from handlers.wire.json_schemas import RESPONSES, ErrorResponse
+from handlers.wire.request import RawRequest
 from tests.handlers.tiny import LATENT, json_request, make_engine, pixels
 
 

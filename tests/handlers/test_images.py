@@ -1,4 +1,4 @@
-"""handlers/images.py: PNG/JPEG in (any mode and size, converted and reported), PNG out;
+"""handlers/wire/images.py: PNG/JPEG in (any mode and size, converted and reported), PNG out;
 the plain-PNG fast path gives exactly what Pillow's full path gives, on valid files
 of many kinds and on broken ones, and falls back when it must."""
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handlers import images
 from handlers.errors import RequestError
 from handlers.limits import LIMITS, Limits
+from handlers.wire import images
 from tests.handlers.tiny import rejects
 
 HW = (28, 28)

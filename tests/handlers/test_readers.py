@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handlers import readers
 from handlers.errors import CODES, RequestError, json_path
 from handlers.limits import LIMITS, Limits
-from handlers.readers import RawRequest
-from handlers.schemas import DecodeRequest, EncodeRequest, SampleRequest
+from handlers.wire.json_read import read_base64, read_json, read_pixels
+from handlers.wire.json_schemas import DecodeRequest, EncodeRequest, SampleRequest
+from handlers.wire.request import RawRequest, is_image_body, media_type
 from tests.handlers.tiny import rejects
 
 HW = (28, 28)
@@ -29,13 +29,13 @@ def png_bytes(arr: np.ndarray) -> bytes:
 # ---- JSON bodies ------------------------------------------------------------
 def test_read_json_accepts_bytes_str_and_preparsed():
     for body in (b'{"n": 3}', '{"n": 3}', {"n": 3}):
-        assert readers.read_json(RawRequest(body), SampleRequest, LIMITS).n == 3
+        assert read_json(RawRequest(body), SampleRequest, LIMITS).n == 3
 
 
 @pytest.mark.parametrize("ctype", [None, "application/json", "text/plain"])
 def test_json_under_other_content_types(ctype):
     """Browsers send JSON as text/plain to avoid a CORS preflight (the explorer does)."""
-    assert readers.read_json(RawRequest(b'{"n": 2}', ctype), SampleRequest, LIMITS).n == 2
+    assert read_json(RawRequest(b'{"n": 2}', ctype), SampleRequest, LIMITS).n == 2
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_json_under_other_content_types(ctype):
     ],
 )
 def test_sample_request_errors_name_the_field(body, code, field):
-    rejects(code, field, readers.read_json, RawRequest(body), SampleRequest, LIMITS)
+    rejects(code, field, read_json, RawRequest(body), SampleRequest, LIMITS)
 
 
 def test_instances_limits_and_paths():
@@ -67,7 +67,7 @@ def test_instances_limits_and_paths():
     err = rejects(
         "too_many_items",
         "instances",
-        readers.read_json,
+        read_json,
         RawRequest(too_many),
         DecodeRequest,
         LIMITS,
@@ -76,24 +76,34 @@ def test_instances_limits_and_paths():
     rejects(
         "invalid_field",
         "instances",
-        readers.read_json,
+        read_json,
         RawRequest(b'{"instances": []}'),
         DecodeRequest,
         LIMITS,
     )
     nan = b'{"instances": [{"z": [0]}, {"z": [0, NaN]}]}'
     rejects(
-        "not_finite", "instances[1].z[1]", readers.read_json, RawRequest(nan), DecodeRequest, LIMITS
+        "not_finite",
+        "instances[1].z[1]",
+        read_json,
+        RawRequest(nan),
+        DecodeRequest,
+        LIMITS,
     )
     both = b'{"instances": [{"pixels": [[0]], "image_b64": "AA=="}]}'
     rejects(
-        "invalid_field", "instances[0]", readers.read_json, RawRequest(both), EncodeRequest, LIMITS
+        "invalid_field",
+        "instances[0]",
+        read_json,
+        RawRequest(both),
+        EncodeRequest,
+        LIMITS,
     )
     neither = b'{"instances": [{}]}'
     rejects(
         "invalid_field",
         "instances[0]",
-        readers.read_json,
+        read_json,
         RawRequest(neither),
         EncodeRequest,
         LIMITS,
@@ -103,15 +113,13 @@ def test_instances_limits_and_paths():
 def test_body_size_limit():
     small = Limits(max_body_bytes=100)
     body = json.dumps({"n": 1, "format": "png" + " " * 0}).encode() + b" " * 100
-    err = rejects(
-        "payload_too_large", "body", readers.read_json, RawRequest(body), SampleRequest, small
-    )
+    err = rejects("payload_too_large", "body", read_json, RawRequest(body), SampleRequest, small)
     assert "100" in err.message
 
 
 def test_form_bodies_are_refused_with_a_hint():
     raw = RawRequest(None, "application/x-www-form-urlencoded")
-    err = rejects("unsupported_media_type", "body", readers.read_json, raw, SampleRequest, LIMITS)
+    err = rejects("unsupported_media_type", "body", read_json, raw, SampleRequest, LIMITS)
     assert "Content-Type: application/json" in err.message
 
 
@@ -133,38 +141,43 @@ def test_error_body_shape_and_codes():
 
 
 def test_media_type():
-    assert readers.media_type("Application/JSON; charset=utf-8") == "application/json"
-    assert readers.media_type("") is None and readers.media_type(None) is None
+    assert media_type("Application/JSON; charset=utf-8") == "application/json"
+    assert media_type("") is None and media_type(None) is None
 
 
 def test_base64():
     data = png_bytes(np.zeros((28, 28), np.uint8))
     text = base64.b64encode(data).decode()
-    assert readers.read_base64(text, "f", LIMITS) == data
-    assert readers.read_base64("data:image/png;base64," + text, "f", LIMITS) == data
-    rejects("bad_base64", "f", readers.read_base64, "@@not base64@@", "f", LIMITS)
-    rejects("bad_base64", "f", readers.read_base64, "abc", "f", LIMITS)  # bad padding
+    assert read_base64(text, "f", LIMITS) == data
+    assert read_base64("data:image/png;base64," + text, "f", LIMITS) == data
+    rejects("bad_base64", "f", read_base64, "@@not base64@@", "f", LIMITS)
+    rejects("bad_base64", "f", read_base64, "abc", "f", LIMITS)  # bad padding
     rejects(
-        "payload_too_large", "f", readers.read_base64, "A" * 2000, "f", Limits(max_image_bytes=1000)
+        "payload_too_large",
+        "f",
+        read_base64,
+        "A" * 2000,
+        "f",
+        Limits(max_image_bytes=1000),
     )
 
 
 # ---- base64 and pixel arrays ---------------------------------------------------
 def test_pixels_shape_and_range():
     ok = np.full(HW, 0.5).tolist()
-    assert readers.read_pixels(ok, HW, (0.0, 1.0), "p").shape == HW
-    rejects("wrong_shape", "p", readers.read_pixels, ok[:27], HW, (0.0, 1.0), "p")
+    assert read_pixels(ok, HW, (0.0, 1.0), "p").shape == HW
+    rejects("wrong_shape", "p", read_pixels, ok[:27], HW, (0.0, 1.0), "p")
     ragged = [row[:] for row in ok]
     ragged[3] = ragged[3][:27]
-    rejects("wrong_shape", "p[3]", readers.read_pixels, ragged, HW, (0.0, 1.0), "p")
+    rejects("wrong_shape", "p[3]", read_pixels, ragged, HW, (0.0, 1.0), "p")
     high = [row[:] for row in ok]
     high[2][5] = 1.5
-    err = rejects("out_of_range", "p[2][5]", readers.read_pixels, high, HW, (0.0, 1.0), "p")
+    err = rejects("out_of_range", "p[2][5]", read_pixels, high, HW, (0.0, 1.0), "p")
     assert "1.5" in err.message
 
 
 def test_is_image_body():
     png = png_bytes(np.zeros((2, 2), np.uint8))
-    assert readers.is_image_body(RawRequest(png, None))  # magic bytes, no content type
-    assert readers.is_image_body(RawRequest(b"xx", "image/jpeg"))
-    assert not readers.is_image_body(RawRequest(b"{}", "application/json"))
+    assert is_image_body(RawRequest(png, None))  # magic bytes, no content type
+    assert is_image_body(RawRequest(b"xx", "image/jpeg"))
+    assert not is_image_body(RawRequest(b"{}", "application/json"))

@@ -27,8 +27,8 @@ from handlers.calibration import (
 )
 from handlers.engine import Engine
 from handlers.model import MANIFEST
-from handlers.readers import RawRequest
-from handlers.schemas import ScoreResponse
+from handlers.wire.json_schemas import ScoreResponse
+from handlers.wire.request import RawRequest
 from serving.calibrate import auprc, auroc, statistics
 from tests.handlers.test_v2_engine import png_b64, v2_error
 from tests.handlers.tiny import json_request, make_engine, rejects, v2_request

@@ -12,7 +12,7 @@ from PIL import Image
 
 from handlers.engine import Reply
 from handlers.limits import LIMITS
-from handlers.v2_write import HEADER_LENGTH
+from handlers.wire.v2_write import HEADER_LENGTH
 from tests.handlers.test_engine import total
 from tests.handlers.tiny import LATENT, json_request, make_engine, v2_request
 from tests.support.v2 import binary_input

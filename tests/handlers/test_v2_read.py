@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from handlers.limits import LIMITS, Limits
-from handlers.readers import RawRequest
-from handlers.v2_read import DATATYPES, read_call
-from handlers.wire import JSON, V2, wire_protocol
+from handlers.wire.protocol import JSON, V2, wire_protocol
+from handlers.wire.request import RawRequest
+from handlers.wire.v2_read import DATATYPES, read_call
 from tests.handlers.tiny import rejects, v2_request
 from tests.support.v2 import binary_input
 

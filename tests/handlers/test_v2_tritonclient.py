@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import tritonclient.http as th
 
-from handlers.readers import RawRequest
-from handlers.v2_write import HEADER_LENGTH
+from handlers.wire.request import RawRequest
+from handlers.wire.v2_write import HEADER_LENGTH
 from tests.handlers.tiny import LATENT, make_engine
 
 

@@ -16,7 +16,7 @@ import torch
 from handlers.engine import Engine
 from handlers.errors import RequestError
 from handlers.options import HandlerOptions
-from handlers.readers import RawRequest
+from handlers.wire.request import RawRequest
 from tests.support.exports import calibrate_fixture
 from training.export import export_model
 from training.models import ModelConfig, build_model

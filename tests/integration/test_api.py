@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from handlers.limits import LIMITS
-from handlers.schemas import RESPONSES
+from handlers.wire.json_schemas import RESPONSES
 from serving.archive import OPERATIONS, WorkerConfig
 from training.data import load_dataset
 

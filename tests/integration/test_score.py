@@ -15,7 +15,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from handlers.engine import Engine
-from handlers.readers import RawRequest
+from handlers.wire.request import RawRequest
 from loadtests.payloads import png_b64
 from paths import STORE
 from training.data import load_dataset

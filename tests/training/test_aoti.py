@@ -16,7 +16,8 @@ import torch
 from serving import packages
 from tests.handlers.tiny import export_tiny
 from training import aoti
-from training.export import ExportError, eager_from_store, sha256_file
+from training.artifacts import ExportError, sha256_file
+from training.export import eager_from_store
 from training.models import ImageDecoder
 
 

@@ -7,16 +7,15 @@ from dataclasses import replace
 import pytest
 import torch
 
+from training.artifacts import ExportError, sha256_file
 from training.data import to_float
 from training.evaluate import active_units, evaluate, evaluate_run, knn_accuracy
 from training.export import (
-    ExportError,
     eager_from_store,
     export_model,
     export_run,
     rescript,
     script_and_check,
-    sha256_file,
 )
 from training.models import ImageDecoder, ModelConfig, build_model, encode_all
 from training.plots import main as plots_main

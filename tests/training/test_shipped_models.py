@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from paths import FIGURES, SHIPPED_MODELS, STORE
+from training.artifacts import sha256_file
 from training.data import load_dataset, to_float
-from training.export import sha256_file
 from training.prior import draw
 from training.recipes import BARS, README_FIGURES, SHIPPED, STORE_BUDGET_BYTES
 

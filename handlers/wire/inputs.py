@@ -8,16 +8,20 @@ pixel lists) or a v2 `image` tensor becomes a float32 tensor (n, 1, H, W) in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from pydantic import BaseModel
 
-from handlers import images, readers, v2_read
 from handlers.errors import RequestError
 from handlers.limits import Limits
-from handlers.model import ModelInfo
-from handlers.readers import RawRequest
-from handlers.v2_read import Tensor
+from handlers.wire import images, json_read, request, v2_read
+from handlers.wire.request import RawRequest
+from handlers.wire.v2_read import Tensor
+
+if TYPE_CHECKING:  # the wire reads the model's image shape; it imports no model code
+    from handlers.model import ModelInfo
 
 
 def read_images(
@@ -26,24 +30,24 @@ def read_images(
     """A request of images (a raw PNG/JPEG body, or JSON `instances` of `schema`) ->
     (items (n, 1, H, W) in [0, 1], the JSON body or None, converted_from per item)."""
     hw, scale = info.image_hw, info.scale
-    if readers.is_image_body(raw):
+    if request.is_image_body(raw):
         if not isinstance(raw.body, bytes | bytearray):
             raise RequestError("bad_image", "body", "an image body must be binary")
         gray, conv = images.read_image(bytes(raw.body), hw, "body", limits)
         return torch.from_numpy(images.scale_pixels(gray, scale)[None, None]), None, [conv]
-    req = readers.read_json(raw, schema, limits)
+    req = json_read.read_json(raw, schema, limits)
     # images are read as uint8 rows, scaled together at the end; pixels come scaled
     x = np.empty((len(req.instances), *hw), dtype=np.float32)
     image_rows, converted = [], []
     for i, inst in enumerate(req.instances):
         if inst.image_b64 is not None:
             f = f"instances[{i}].image_b64"
-            data = readers.read_base64(inst.image_b64, f, limits)
+            data = json_read.read_base64(inst.image_b64, f, limits)
             x[i], conv = images.read_image(data, hw, f, limits)
             image_rows.append(i)
         else:
             f = f"instances[{i}].pixels"
-            x[i] = readers.read_pixels(inst.pixels, hw, limits.pixel_range, f)
+            x[i] = json_read.read_pixels(inst.pixels, hw, limits.pixel_range, f)
             conv = None
         converted.append(conv)
     if len(image_rows) == len(x):
@@ -66,6 +70,6 @@ def read_image_tensor(
     if t.datatype == "UINT8":  # exactly as the pixels of a PNG
         x = images.scale_pixels(t.array, info.scale)
     else:
-        readers.check_range(t.array, limits.pixel_range, f)
+        request.check_range(t.array, limits.pixel_range, f)
         x = t.array.astype(np.float32)
     return torch.from_numpy(x.reshape(n, 1, h, w))

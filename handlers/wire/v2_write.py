@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from handlers.errors import RequestError
-from handlers.v2_read import Call
-from handlers.writers import FLOAT, write_json
+from handlers.wire.json_write import FLOAT, write_json
+from handlers.wire.v2_read import Call
 
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"

@@ -1,6 +1,6 @@
 """The `score` operation: how unusual each image is for the model, with calibrated p-values.
 
-Images come in as encode's do (`handlers.inputs`, both wires). In `mode: full`
+Images come in as encode's do (`handlers.wire.inputs`, both wires). In `mode: full`
 (the default) the model runs the encoder and, at z = z_mean, the decoder: one
 pass each per chunk. In `mode: latent` only the encoder runs, for the latent
 score alone (a batch runs each mode's requests together: `Parsed.variant`).
@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from handlers import images, v2_read
 from handlers.calibration import (
     FLAG_FPR,
     LATENT,
@@ -33,16 +32,17 @@ from handlers.calibration import (
     stat_names,
 )
 from handlers.errors import RequestError
-from handlers.inputs import read_image_tensor, read_images
 from handlers.limits import Limits
 from handlers.metrics import Recorder
 from handlers.model import ModelInfo
-from handlers.operations import Operation, Outputs, Parsed
-from handlers.readers import RawRequest
-from handlers.schemas import ScoreRequest
-from handlers.v2_read import Tensor
-from handlers.v2_schemas import ScoreParameters
-from handlers.writers import json_number, write_json
+from handlers.operations.base import Operation, Outputs, Parsed
+from handlers.wire import images, v2_read
+from handlers.wire.inputs import read_image_tensor, read_images
+from handlers.wire.json_schemas import ScoreRequest
+from handlers.wire.json_write import json_number, write_json
+from handlers.wire.request import RawRequest
+from handlers.wire.v2_read import Tensor
+from handlers.wire.v2_schemas import ScoreParameters
 
 _STATS = ("recon_nats", "kl_nats", "neg_elbo_nats", "bits_per_dim", "png_bits")
 

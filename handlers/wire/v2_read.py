@@ -1,11 +1,11 @@
 """Reading the Open Inference Protocol (KServe v2): a request's tensors and parameters.
 
-Which requests are v2 is `handlers.wire`'s choice. `read_call` reads one:
+Which requests are v2 is `handlers.wire.protocol`'s choice. `read_call` reads one:
 the JSON header (strict), then the binary part of the binary tensor extension
 split exactly as the header's `binary_data_size`s say, every size checked
 before anything is allocated, each binary input a zero-copy `np.frombuffer`
 view. Every failure is a 400 `RequestError` naming the tensor, parameter or
-header; the error's text is written by `handlers.v2_write.write_error`.
+header; the error's text is written by `handlers.wire.v2_write.write_error`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pydantic import BaseModel, ValidationError
 
 from handlers.errors import RequestError
 from handlers.limits import Limits
-from handlers.readers import FORM_TYPES, RawRequest, validation_error
-from handlers.v2_schemas import InferRequest, InputTensor, RequestedOutput
-from handlers.wire import HEADER_LENGTH
+from handlers.wire.protocol import HEADER_LENGTH
+from handlers.wire.request import FORM_TYPES, RawRequest, validation_error
+from handlers.wire.v2_schemas import InferRequest, InputTensor, RequestedOutput
 
 BINARY_OUTPUT = "binary_data_output"
 

@@ -2,9 +2,9 @@
 
 Validated strictly, as the JSON API's schemas are: no coercion, no unknown
 fields, no NaN or infinity in parameters. Tensor `data` is taken as JSON gives
-it (nested or flat lists); `handlers.v2_read` turns it into an array of the
+it (nested or flat lists); `handlers.wire.v2_read` turns it into an array of the
 declared datatype and checks it. Each operation's request parameters reuse the
-JSON API's field definitions (`handlers.schemas`), so limits and defaults have
+JSON API's field definitions (`handlers.wire.json_schemas`), so limits and defaults have
 one source.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handlers.schemas import _STRICT, EncodeRequest, SampleRequest, ScoreRequest
+from handlers.wire.json_schemas import _STRICT, EncodeRequest, SampleRequest, ScoreRequest
 
 MAX_RANK = 8  # no tensor of ours has more than 4 dimensions; this bounds the header's work
 MAX_TENSORS = 16  # inputs or outputs named in one request (ours take at most 3)
@@ -50,7 +50,7 @@ class RequestedOutput(BaseModel):
 class InferRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
     id: str | None = None
-    # values: bool, number or string (checked by handlers.v2_read, naming the parameter)
+    # values: bool, number or string (checked by handlers.wire.v2_read, naming the parameter)
     parameters: dict[str, Any] = Field(default_factory=dict, max_length=32)
     inputs: list[InputTensor] = Field(default_factory=list, max_length=MAX_TENSORS)
     outputs: list[RequestedOutput] | None = Field(default=None, max_length=MAX_TENSORS)

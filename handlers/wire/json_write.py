@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from handlers.images import write_png
+from handlers.wire.images import write_png
 
 FLOAT = "%.9g"  # nine significant digits print every float32 exactly
 

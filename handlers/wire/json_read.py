@@ -1,62 +1,20 @@
-"""Request reading: a request as the server hands it over, JSON bodies, base64, pixel lists.
+"""The project's JSON API in: JSON bodies, base64 images, pixel lists.
 
 Every failure raises `RequestError` naming the field, so one bad item rejects
-only its own request. Image bytes are read by `handlers.images`.
+only its own request. Image bytes are read by `handlers.wire.images`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from handlers.errors import RequestError, json_path
+from handlers.errors import RequestError
 from handlers.limits import Limits
-
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg")
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
-
-# pydantic error type -> our error code (anything else is "invalid_field")
-_CODES = {
-    "json_invalid": "bad_json",
-    "finite_number": "not_finite",
-    "less_than_equal": "out_of_range",
-    "greater_than_equal": "out_of_range",
-    "less_than": "out_of_range",
-    "greater_than": "out_of_range",
-}
-
-
-@dataclass(frozen=True)
-class RawRequest:
-    """One HTTP request as the server hands it over.
-
-    `body` is bytes (the handler asks TorchServe not to pre-parse), but a
-    server that already parsed JSON may pass a dict/list, and text a str.
-    `content_type` is the media type of the body part, lower-case, no params.
-    """
-
-    body: bytes | str | dict | list | None
-    content_type: str | None = None
-    protocol: str = "json"  # json: the project's JSON API; v2: the Open Inference Protocol
-    headers: dict[str, str] = field(default_factory=dict)  # HTTP headers, names lower-case
-
-
-def media_type(value: str | None) -> str | None:
-    """'Application/JSON; charset=utf-8' -> 'application/json'."""
-    if not value:
-        return None
-    return value.split(";", 1)[0].strip().lower() or None
-
-
-def is_image_body(raw: RawRequest) -> bool:
-    if raw.content_type in IMAGE_TYPES:
-        return True
-    return isinstance(raw.body, bytes | bytearray) and raw.body.startswith(_MAGIC)
+from handlers.wire.request import FORM_TYPES, RawRequest, check_range, validation_error
 
 
 def read_json(raw: RawRequest, schema: type[BaseModel], limits: Limits) -> BaseModel:
@@ -85,20 +43,6 @@ def read_json(raw: RawRequest, schema: type[BaseModel], limits: Limits) -> BaseM
         return schema.model_validate(body, strict=True)
     except ValidationError as err:
         raise validation_error(err) from None
-
-
-def validation_error(err: ValidationError) -> RequestError:
-    """pydantic's first error as our 400, with the count of the others."""
-    errors = err.errors(include_url=False)
-    first = errors[0]
-    field = json_path(first["loc"])
-    code = _CODES.get(first["type"], "invalid_field")
-    if (first["type"], field) in (("too_long", "instances"), ("less_than_equal", "n")):
-        code = "too_many_items"
-    message = first["msg"]
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
-    return RequestError(code, field, message)
 
 
 def read_base64(text: str, field: str, limits: Limits) -> bytes:
@@ -138,18 +82,3 @@ def read_pixels(
     arr = np.asarray(rows, dtype=np.float64)
     check_range(arr, value_range, field)
     return arr.astype(np.float32)
-
-
-def check_range(arr: np.ndarray, value_range: tuple[float, float], field: str) -> None:
-    """A 400 naming the first value outside [lo, hi] (and how many are)."""
-    lo, hi = value_range
-    bad = np.argwhere((arr < lo) | (arr > hi))
-    if len(bad):
-        idx = tuple(int(i) for i in bad[0])
-        where = "".join(f"[{i}]" for i in idx)
-        raise RequestError(
-            "out_of_range",
-            f"{field}{where}",
-            f"value {float(arr[idx])!r} is outside [{lo}, {hi}]"
-            + (f" ({len(bad)} values are)" if len(bad) > 1 else ""),
-        )
