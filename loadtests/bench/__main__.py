@@ -1,45 +1,7 @@
-"""`make bench`: how fast is latentserve on this machine, as ratios measured in one run.
+"""`python -m loadtests.bench` (`make bench`): the benchmark's run, command line and results.
 
-    python -m loadtests.bench [--quick] [--model fashion-vae] [--out loadtests/results]
-
-One run measures, in this order, with nothing else of ours running:
-
-1. compute ceiling: in-process TorchScript items/s and the median time of one call
-   (the model's own time) of the encoder, the decoder and the score operation's
-   model work (both, the statistics and the PNG length) at batch 1, 8 (a dynamic
-   batch of single images) and 64, with 1 torch thread (what one worker gets:
-   `cpu_threads` 1), with each operation's workers x threads, and every core;
-   and the two model formats, TorchScript against the AOTInductor package
-   (`compute.formats`: encoder, decoder, 1 thread, batch 1/8/64; the package is
-   compiled on first use and cached, `serving/packages.py`);
-2. cold start: seconds from starting TorchServe with what `make serve` loads
-   (every shipped model, four archives each) until every worker is READY;
-3. then one bench TorchServe on free loopback ports with the model's three
-   archives (the shipped model-config), a batching-off copy of its encode
-   archive (batchSize 1) and two no-op archives (`loadtests/noop_handler.py`,
-   the encode archive's worker settings) that answer the exact bytes the real
-   encode returns for 1 and 64 images;
-   on it, closed-loop load (`loadtests/httpgen.py`) at several concurrencies:
-   encode of 1 and of 64 images (service and no-op framework ceiling), decode
-   of 1 and 64 latents, sample of 1 and 64 images; the same three operations on
-   the Open Inference Protocol with binary tensors (`/v2/models/<archive>/infer`);
-   dynamic batching on versus off at concurrency 32; and a worker kill under load
-   (recovery time);
-4. once that server has stopped, the plain-server peer (`loadtests/peer_fastapi.py`:
-   FastAPI + uvicorn, 2 workers, our engine without batching) at the rows of the
-   peers' table, JSON and binary v2, so that the peer ratio compares two servers
-   measured on the same machine in the same run.
-
-It writes `<out>/bench-<timestamp>.json`, `.md` and `.png` (drawn by
-`loadtests/benchreport.py`; the plan and its load points are in
-`loadtests/benchpoints.py`, the bench server's archives and metrics in
-`loadtests/benchserver.py`), and copies them to `<out>/latest.{json,md}` and
-`docs/figures/bench.png` (what docs/performance.md shows).
-Payloads are Fashion-MNIST test images (and their codes) as base64 PNG in JSON and
-as binary v2 tensors, as clients send them; every answer is checked (status and item
-count; for v2 the declared outputs, shapes and binary sizes), so errors are counted.
-The targets and the peers' figures they compare with: `loadtests/benchtargets.py`,
-`loadtests/benchpeers.py`.
+What a run measures, and the modules it uses: the package's docstring
+(`loadtests/bench/__init__.py`).
 """
 
 from __future__ import annotations
@@ -56,13 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from handlers.options import HandlerOptions
-from loadtests import chaos, compute, payloads
-from loadtests.benchpeers import fastapi_points
-from loadtests.benchpoints import Plan, load_points, v2_outputs
-from loadtests.benchreport import markdown, plot
-from loadtests.benchserver import build_noop, build_unbatched, machine, reference_reply
-from loadtests.benchtargets import TARGETS, met, op_threads, ratios, worker_threads
-from loadtests.httpgen import cpu_seconds_self, machine_busy_seconds
+from loadtests import chaos, payloads
+from loadtests.bench import compute
+from loadtests.bench.checks import v2_outputs
+from loadtests.bench.httpgen import cpu_seconds_self, machine_busy_seconds
+from loadtests.bench.peers import fastapi_points
+from loadtests.bench.plot import plot
+from loadtests.bench.points import Plan, load_points
+from loadtests.bench.report import markdown
+from loadtests.bench.server import build_noop, build_unbatched, machine, reference_reply
+from loadtests.bench.targets import TARGETS, met, op_threads, ratios, worker_threads
 from paths import FIGURES, LOADTEST_RESULTS, SHIPPED_MODELS, STORE
 from serving.archive import WorkerConfig
 from serving.server import RunningServer, start_server
@@ -197,7 +162,10 @@ def write(result: dict, out: Path, latest: bool) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="latentserve benchmark (see the module docstring)")
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.bench",
+        description="latentserve benchmark (what it measures: loadtests/bench/__init__.py)",
+    )
     p.add_argument("--model", default="fashion-vae", help="shipped model to benchmark")
     p.add_argument("--out", type=Path, default=LOADTEST_RESULTS)
     p.add_argument("--quick", action="store_true", help="short points, few concurrencies")

@@ -10,13 +10,14 @@ score operation's model work on the same images (`handlers.calibration.run_model
 encoder, decoder at z_mean, the statistics and each image's PNG length);
 `score_latent` that of a `mode: latent` request (the encoder alone).
 
-    python -m loadtests.compute [--model fashion-vae] [--batch 64] [--seconds 3]
+    python -m loadtests.bench.compute [--model fashion-vae] [--batch 64] [--seconds 3]
 
-measures only score against encode, 1 thread, at one batch size, the calls
-alternating (`score_vs_encode`): the model work, and whole requests through the
-engine (a binary v2 request of `batch` UINT8 images, parse -> run -> respond).
+(`make bench-score`) measures only score against encode, 1 thread, at one batch
+size, the calls alternating (`score_vs_encode`): the model work, and whole requests
+through the engine (a binary v2 request of `batch` UINT8 images, parse -> run ->
+respond).
 
-    python -m loadtests.compute [--model fashion-vae] --formats   (make bench-formats)
+    python -m loadtests.bench.compute [--model fashion-vae] --formats   (make bench-formats)
 
 measures the two model formats against each other (`formats`): the TorchScript
 files and the AOTInductor packages (`serving/packages.py`, compiled on first
@@ -40,7 +41,7 @@ from handlers.device import keep_freed_memory, placement
 from handlers.engine import Engine
 from handlers.model import ModelInfo, load_module
 from handlers.options import HandlerOptions
-from handlers.readers import RawRequest, media_type
+from handlers.wire.request import RawRequest, media_type
 from loadtests import payloads
 from paths import STORE
 

@@ -3,7 +3,7 @@
 One TorchServe (the shipped `fashion-vae` archives, free loopback ports) and one
 gateway (deploy/gateway/ via tests/support/gateway.py, a key in a keys file) in
 front of it; the same lone-latent decode request, with the same Authorization
-header, sent by `loadtests.httpgen` at 1 and 32 concurrent connections, directly
+header, sent by `loadtests.bench.httpgen` at 1 and 32 concurrent connections, directly
 and through the gateway, alternating (direct, gateway, direct, gateway, ...) so
 that drift on a shared machine hits both alike. Reports the median over rounds of
 each point's p50 and mean, the difference (the gateway's cost) and the CPU the
@@ -14,7 +14,7 @@ was: the gateway's own cost without the model server's variance (on a shared
 machine TorchServe's latency varies more between rounds than the gateway adds).
 
     make bench-gateway
-    .venv/bin/python -m loadtests.gateway_latency [--backend static] [--rounds 5]
+    .venv/bin/python -m loadtests.bench.gateway [--backend static] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -30,14 +30,13 @@ from pathlib import Path
 
 import psutil
 
-from loadtests.httpgen import cpu_seconds_pids, run_point
-from paths import ROOT, STORE
+from loadtests.bench.httpgen import cpu_seconds_pids, run_point
+from paths import LOADTEST_RESULTS, STORE
 from serving.properties import free_ports
 from serving.server import start_server
 from tests.support.gateway import as_this_user, start_gateway, start_nginx
 
 MODEL = "fashion-vae"
-RESULTS = ROOT / "loadtests" / "results"
 
 
 STATIC_CONF = """daemon off;
@@ -170,10 +169,10 @@ def main() -> None:
     p.add_argument("--backend", choices=["torchserve", "static"], default="torchserve")
     args = p.parse_args()
     result = measure(args.rounds, args.seconds, args.concurrency, args.backend)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    LOADTEST_RESULTS.mkdir(parents=True, exist_ok=True)
     name = "gateway-latency" + ("-static" if args.backend == "static" else "")
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown(result))
+    (LOADTEST_RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (LOADTEST_RESULTS / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
 
 

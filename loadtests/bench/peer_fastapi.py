@@ -1,6 +1,6 @@
 """The plain-server peer of `make bench`: FastAPI + uvicorn serving our encode engine.
 
-    python -m loadtests.peer_fastapi --model fashion-vae --port 8090 [--workers 2]
+    python -m loadtests.bench.peer_fastapi --model-dir model_store/fashion-vae --port 8090
 
 What a team without a model server would write: one route, no dynamic batching
 and so no batching wait, each request run alone as it arrives. It runs the same
@@ -35,8 +35,8 @@ def create_app():
 
     from handlers.device import keep_freed_memory, set_cpu_threads
     from handlers.engine import Engine
-    from handlers.readers import RawRequest, media_type
-    from handlers.wire import JSON, V2
+    from handlers.wire.protocol import JSON, V2
+    from handlers.wire.request import RawRequest, media_type
 
     set_cpu_threads(1)
     keep_freed_memory()
@@ -73,7 +73,10 @@ def serve(sock: socket.socket) -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        "loadtests.peer_fastapi:create_app", factory=True, log_level="warning", access_log=False
+        "loadtests.bench.peer_fastapi:create_app",
+        factory=True,
+        log_level="warning",
+        access_log=False,
     )
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -5,11 +5,11 @@ Ray Serve with the same encoder and payloads, on a machine about twice as fast
 as the one `make bench` runs on now (its "latentserve before" figures are about
 twice ours for the same code). Ratios against figures from another machine say
 little, so `make bench` runs the plain-server peer itself, on this machine, in
-the same run (`loadtests/peer_fastapi.py`: FastAPI + uvicorn with 2 workers,
+the same run (`loadtests/bench/peer_fastapi.py`: FastAPI + uvicorn with 2 workers,
 our own engine, no batching), and uses its figures for the JSON target
 wherever it measured them. Triton (pytriton), LitServe and Ray Serve are not
 dependencies of the project; their figures stay quoted, with their source, and
-the report says which figures are which. The targets (`benchtargets.py`): on
+the report says which figures are which. The targets (`targets.py`): on
 the JSON payload, at least the best JSON peer at every row; on binary tensors,
 at least Triton's binary figures.
 """
@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 
 from loadtests import payloads
-from loadtests.httpgen import run_point
-from loadtests.peer_fastapi import READY_ENV
+from loadtests.bench.checks import counts, v2_answer
+from loadtests.bench.httpgen import run_point
+from loadtests.bench.peer_fastapi import READY_ENV
 from serving.properties import free_ports
 
 # Issue 11's table, measured side by side in one run on a 2-core machine (about twice as
@@ -109,7 +110,7 @@ def peers_markdown(table: list[dict]) -> list[str]:
         "",
         "Ours and `FastAPI (here)` from this run, on this machine (encode of Fashion-MNIST "
         "test images: `JSON` the base64 PNG JSON API, `v2` binary UINT8 tensors; FastAPI: "
-        "`loadtests/peer_fastapi.py`, 2 uvicorn workers running our engine without "
+        "`loadtests/bench/peer_fastapi.py`, 2 uvicorn workers running our engine without "
         f"batching). The other figures as quoted by {PEERS_SOURCE}, the high end of each "
         "quoted range, measured on a machine about twice as fast. Images/s (= req/s for 1 "
         "image).",
@@ -146,10 +147,8 @@ def _ratio(ours: float | None, theirs: float) -> str:
 
 # ---- the plain-server peer, measured in the run ------------------------------------
 def fastapi_points(model_dir: Path, plan, outputs: dict[str, str], log) -> list[dict]:
-    """FastAPI + uvicorn (2 workers, `loadtests/peer_fastapi.py`) at each row of issue 11's
+    """FastAPI + uvicorn (2 workers, `loadtests/bench/peer_fastapi.py`) at each row of issue 11's
     table, JSON and binary v2, as `fastapi encode x<k>` / `fastapi v2 encode x<k>` rows."""
-    from loadtests.benchpoints import counts, v2_answer  # (benchpoints imports this module)
-
     port = free_ports(1)[0]
     url = f"http://127.0.0.1:{port}"
     log(f"peer: FastAPI + uvicorn, 2 workers, on {url}")
@@ -188,7 +187,7 @@ def fastapi_points(model_dir: Path, plan, outputs: dict[str, str], log) -> list[
 def start_peer(model_dir: Path, port: int, workers: int = 2) -> subprocess.Popen:
     """The peer in its own process group; `proc.ready_dir` gets one file per worker
     that can answer (`wait_ready` waits for all of them)."""
-    cmd = [sys.executable, "-m", "loadtests.peer_fastapi", "--model-dir", str(model_dir)]
+    cmd = [sys.executable, "-m", "loadtests.bench.peer_fastapi", "--model-dir", str(model_dir)]
     cmd += ["--port", str(port), "--workers", str(workers)]
     ready_dir = Path(tempfile.mkdtemp(prefix="latentserve-peer-"))
     proc = subprocess.Popen(

@@ -1,25 +1,26 @@
-"""The load points of `make bench`: its plan, the payloads and answer checks, and running them.
+"""The load points of `make bench`: its plan, their payloads and answer checks, and running them.
 
 `load_points` runs every point of the `Plan` against the bench server with the
-closed-loop generator (`loadtests/httpgen.py`): on the JSON API, encode of 1
+closed-loop generator (`loadtests/bench/httpgen.py`): on the JSON API, encode of 1
 and of `big` images (the service and the no-op framework ceiling), decode and
 sample, and dynamic batching on versus off; on the Open Inference Protocol
 with binary tensors (`v2 ...` rows, `/v2/models/<archive>/infer`), encode,
 decode and sample of 1 and `big` items. Every archive first gets a few seconds of
 unrecorded load (the frontend's JIT), and every answer is checked cheaply (keys
-counted, not parsed), so errors are counted.
+counted, not parsed: `checks.py`), so errors are counted.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
-from loadtests import compute, payloads
-from loadtests.benchserver import timing
-from loadtests.httpgen import Check, run_point
+from loadtests import payloads
+from loadtests.bench import compute
+from loadtests.bench.checks import counts, exact_length, v2_answer, v2_outputs
+from loadtests.bench.httpgen import Check, run_point
+from loadtests.bench.server import timing
 from paths import STORE
 from serving.query import scrape
 from serving.server import RunningServer
@@ -97,42 +98,6 @@ class Plan:
 def label(kind: str, items: int) -> str:
     """`encode x64`, `v2 sample n=1`, `batching on x1`: the report's row labels."""
     return f"{kind} {'n=' if kind.endswith('sample') else 'x'}{items}"
-
-
-# ---- checks of answers (cheap: counted keys, not parsed) --------------------------
-def counts(key: bytes, items: int):
-    def check(status: int, body: bytes, headers: dict) -> str | None:
-        if status != 200:
-            return f"HTTP {status}: {body[:160]!r}"
-        got = body.count(key)
-        return None if got == items else f"{got} {key.decode()} in the answer, expected {items}"
-
-    return check
-
-
-def exact_length(n: int):
-    def check(status: int, body: bytes, headers: dict) -> str | None:
-        if status != 200:
-            return f"HTTP {status}"
-        return None if len(body) == n else f"{len(body)} bytes, expected {n}"
-
-    return check
-
-
-def v2_answer(items: int, outputs: dict[str, str]):
-    """The v2 answer check (`payloads.check_v2`) of `items` items with `outputs`."""
-
-    def check(status: int, body: bytes, headers: dict) -> str | None:
-        return payloads.check_v2(status, body, headers, items, outputs)
-
-    return check
-
-
-def v2_outputs(model: str) -> dict[str, dict[str, str]]:
-    """Each operation's outputs {name: datatype}, as the v2 contract names them."""
-    vae = json.loads((STORE / model / "manifest.json").read_text())["kind"] == "vae"
-    encode = {"z_mean": "FP32", "z_log_var": "FP32"} if vae else {"z_mean": "FP32"}
-    return {"encode": encode, "decode": {"image": "UINT8"}, "sample": {"image": "UINT8"}}
 
 
 def load_points(server: RunningServer, model: str, plan: Plan, names: dict, log) -> list[dict]:

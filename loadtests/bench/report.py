@@ -1,27 +1,22 @@
-"""`make bench`'s report: the markdown and the plot (the targets are in `benchtargets.py`).
+"""`make bench`'s report: the markdown (the targets are in `targets.py`, the figure in `plot.py`).
 
-Everything here is a function of the result dict that `loadtests/bench.py`
+Everything here is a function of the result dict that `python -m loadtests.bench`
 measures (and writes as JSON), so a report can be redrawn from a saved run.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from loadtests.benchpeers import peers_markdown
-from loadtests.benchtargets import (
+from loadtests.bench.compute import formats_markdown
+from loadtests.bench.peers import peers_markdown
+from loadtests.bench.targets import (
     MANY_CLIENTS,
     TARGETS,
-    compute_threads,
     cpu_us_per_request,
     met,
-    pick,
     worker_threads,
 )
-from loadtests.compute import formats_markdown
 
 
-# ---- markdown -------------------------------------------------------------------------
 def _fmt(v: float | None, digits: int = 1) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
@@ -257,65 +252,3 @@ def markdown(result: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-# ---- plot -----------------------------------------------------------------------------
-def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows, big = result["points"], result["plan"]["big"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
-    series = [
-        ("encode x1", "C0", "-"),
-        ("noop x1", "C0", ":"),
-        (f"encode x{big}", "C1", "-"),
-        (f"noop x{big}", "C1", ":"),
-        ("decode x1", "C2", "-"),
-        (f"decode x{big}", "C2", "--"),
-        ("sample n=1", "C4", "-"),
-        (f"sample n={big}", "C4", "--"),
-        ("v2 encode x1", "C0", "-."),
-        (f"v2 encode x{big}", "C1", "-."),
-        ("v2 decode x1", "C2", "-."),
-        (f"v2 decode x{big}", "C2", (0, (5, 1, 1, 1, 1, 1))),
-        ("v2 sample n=1", "C4", "-."),
-        (f"v2 sample n={big}", "C4", (0, (5, 1, 1, 1, 1, 1))),
-    ]
-    for label, color, style in series:
-        pts = sorted(pick(rows, label), key=lambda r: r["concurrency"])
-        if not pts:
-            continue
-        xs = [p["concurrency"] for p in pts]
-        name = label.replace("noop", "no-op ceiling").replace("v2", "v2 binary")
-        mark = "s" if label.startswith("v2") else "o"
-        for ax, key in ((ax1, "items_per_s"), (ax2, "p99_ms")):
-            ax.plot(xs, [p[key] for p in pts], ls=style, color=color, marker=mark, label=name)
-    t = compute_threads(result)
-    comp = result["compute"]["encoder"][str(t)]
-    where = f"encoder in-process, {t} thread{'s' if t > 1 else ''}"
-    ax1.axhline(comp[str(big)], color="C1", lw=0.8, ls="-.", label=f"{where}, batch {big}")
-    ax1.axhline(comp["1"], color="C0", lw=0.8, ls="-.", label=f"{where}, batch 1")
-    ticks = sorted({r["concurrency"] for r in rows})
-    for ax, title, unit in ((ax1, "throughput", "items/s"), (ax2, "p99 latency", "ms")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("concurrent clients")
-        ax.set_ylabel(unit)
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=6, loc="upper left", ncol=2)
-    m = result["machine"]
-    fig.suptitle(
-        f"latentserve {result['model']}: {m['cores']} cores ({m['cpu']}), {result['started']}; "
-        f"{settings(result)}",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

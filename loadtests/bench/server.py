@@ -34,7 +34,7 @@ NOOP_HANDLER = Path(__file__).resolve().parent / "noop_handler.py"
 def reference_reply(model_dir: Path, body: bytes) -> str:
     """The exact answer the real encode handler gives `body` (run in-process, on the CPU)."""
     from handlers.engine import Engine
-    from handlers.readers import RawRequest
+    from handlers.wire.request import RawRequest
 
     engine = Engine.from_dir(model_dir, "encode")
     replies, _ = engine.handle([RawRequest(body, "application/json")])

@@ -1,6 +1,6 @@
 """`make bench`'s targets: the goals, the peers' figures quoted in issue 11, and the ratios.
 
-Everything here is a function of the result dict that `loadtests/bench.py`
+Everything here is a function of the result dict that `python -m loadtests.bench`
 measures (and writes as JSON), so the targets of a saved run can be recomputed.
 Row labels: `encode x1`, `decode x64`, `sample n=1`... are the project's JSON API
 (base64 PNG in JSON); `v2 encode x1`... the Open Inference Protocol with binary
@@ -9,7 +9,7 @@ tensors (`/v2/models/<archive>/infer`); `noop x1`... the framework ceiling.
 
 from __future__ import annotations
 
-from loadtests.benchpeers import against_peers
+from loadtests.bench.peers import against_peers
 
 TARGETS = {
     "encode64_vs_compute": 0.50,  # JSON items/s at 64 images per request / compute at batch 64

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests import benchreport
-from loadtests.benchpeers import PEERS, TRITON, against_peers, peers_markdown
-from loadtests.benchpoints import Plan
-from loadtests.benchreport import markdown
-from loadtests.benchtargets import TARGETS, encode1_bound, met, ratios
+from loadtests.bench.peers import PEERS, TRITON, against_peers, peers_markdown
+from loadtests.bench.plot import plot
+from loadtests.bench.points import Plan
+from loadtests.bench.report import markdown
+from loadtests.bench.targets import TARGETS, encode1_bound, met, ratios
 
 
 def point(
@@ -174,7 +174,7 @@ def test_markdown_reports_every_target_and_point(result):
 def test_plot_writes_a_png(result, tmp_path):
     result["ratios"] = ratios(result, big=64, batch_c=32, encode1_c=(1, 32))
     out = tmp_path / "bench.png"
-    benchreport.plot(result, out)
+    plot(result, out)
     assert out.read_bytes().startswith(b"\x89PNG")
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import requests
 
-from loadtests import benchpeers, payloads
-from loadtests.benchpoints import v2_answer, v2_outputs
-from loadtests.benchserver import reference_reply
+from loadtests import payloads
+from loadtests.bench import peers
+from loadtests.bench.checks import v2_answer, v2_outputs
+from loadtests.bench.server import reference_reply
 from paths import STORE
 
 MODEL = "fashion-vae"
@@ -18,16 +19,14 @@ JSON = {"content-type": "application/json"}
 
 @pytest.fixture(scope="module")
 def peer_url():
-    port = benchpeers.free_ports(1)[0]
+    port = peers.free_ports(1)[0]
     url = f"http://127.0.0.1:{port}"
-    proc = benchpeers.start_peer(STORE / MODEL, port, workers=1)
+    proc = peers.start_peer(STORE / MODEL, port, workers=1)
     try:
-        benchpeers.wait_ready(
-            proc, url + "/predictions/encode", payloads.encode_pool(1, 1).bodies[0]
-        )
+        peers.wait_ready(proc, url + "/predictions/encode", payloads.encode_pool(1, 1).bodies[0])
         yield url
     finally:
-        benchpeers.stop_peer(proc)
+        peers.stop_peer(proc)
 
 
 def test_the_peer_answers_the_bytes_our_engine_answers(peer_url):

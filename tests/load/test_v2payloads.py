@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from client.v2 import write_infer_request
-from loadtests import compute
-from loadtests.httpgen import _request
+from loadtests.bench import compute
+from loadtests.bench.httpgen import _request
 from loadtests.payloads import (
     V2_HEADER,
     check_v2,
@@ -127,9 +127,9 @@ def test_the_real_engine_answers_the_bench_bodies_as_the_checks_expect():
     """The bench's v2 bodies, through the shipped model's engine (no server): every answer
     passes `check_v2`, so a bench error means the server, not the harness."""
     from handlers.engine import Engine
-    from handlers.readers import RawRequest, media_type
-    from handlers.wire import wire_protocol
-    from loadtests.benchpoints import v2_outputs
+    from handlers.wire.protocol import wire_protocol
+    from handlers.wire.request import RawRequest, media_type
+    from loadtests.bench.checks import v2_outputs
     from paths import STORE
 
     latents = np.random.default_rng(1).normal(size=(64, 32)).astype(np.float32)
