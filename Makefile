@@ -198,7 +198,7 @@ EXPLORER_PORT   := 8000
 LATENTSERVE_URL ?= http://127.0.0.1:8080
 EMBED_MODEL     ?= fashion-vae
 
-.PHONY: chromium explorer explorer-points embed
+.PHONY: chromium explorer explorer-points embed score
 chromium: ## Debian's chromium + chromedriver for the explorer's browser test (apt-get when missing)
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
 	  echo "apt-get install: chromium chromium-driver"; \
@@ -221,6 +221,10 @@ embed: setup ## bulk-embed the Fashion-MNIST test set through the client into ru
 	  --model $(EMBED_MODEL) --out runs/embeddings/$(EMBED_MODEL)-z_mean.npy \
 	  --labels-out runs/embeddings/labels.npy
 
+score: setup ## score the Fashion-MNIST test set through the client into runs/scores/ (needs `make serve`)
+	$(PY) -m client score $(FASHION_DIR)/t10k-images-idx3-ubyte.gz --url $(LATENTSERVE_URL) \
+	  --model $(EMBED_MODEL) --out runs/scores/$(EMBED_MODEL)-scores.npz
+
 # ---- load ----
 # Load tests, benchmark and soak (loadtests/; loadtests/README.md). Reports go to loadtests/results/.
 LOAD_HOST    ?= http://127.0.0.1:8080
@@ -242,13 +246,13 @@ bench: setup ## benchmark on its own TorchServe (~10 min, idle machine): ratios 
 	$(PY) -m loadtests.bench
 
 bench-score: setup ## score against encode in-process (1 thread, batch 64, fashion-vae; seconds): model work and whole v2 requests
-	$(PY) -m loadtests.compute --model fashion-vae --batch 64
+	$(PY) -m loadtests.bench.compute --model fashion-vae --batch 64
 
 bench-formats: setup ## TorchScript against the AOTInductor package, in-process (1 thread, encoder/decoder, batch 1/8/64; compiles once)
-	$(PY) -m loadtests.compute --model fashion-vae --formats
+	$(PY) -m loadtests.bench.compute --model fashion-vae --formats
 
 bench-gateway: setup ## latency the authenticating gateway adds per request (TorchServe direct vs through it, 1 and 32 clients)
-	$(PY) -m loadtests.gateway_latency
+	$(PY) -m loadtests.bench.gateway
 
 soak: setup ## fixed-rate mixed load on its own TorchServe for SOAK_SECONDS (300): zero errors, worker RSS growth <= 5%
 	$(PY) -m loadtests.soak --seconds $(SOAK_SECONDS)

@@ -276,7 +276,14 @@ class LatentClient:
         ranges = split(n, MAX_N)
         return join_images(self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)]))
 
-    def score(self, images: Any, *, fpr: float = 0.01, mode: str = "full") -> scores.Scored:
+    def score(
+        self,
+        images: Any,
+        *,
+        fpr: float = 0.01,
+        mode: str = "full",
+        progress: Progress | None = None,
+    ) -> scores.Scored:
         """Images -> how unusual each is for the model: scores, p-values, is_outlier at
         `fpr` (client/scores.py). `mode="latent"`: the latent score alone, from the
         encoder only (about encode's cost; docs/scores.md says where it separates)."""
@@ -291,6 +298,8 @@ class LatentClient:
                 request = scores.request(self.protocol.name, items[start:stop], fpr, mode)
                 reply = self.post("score", request, stop - start)
                 self.stats.add(items=stop - start)
+                if progress:
+                    progress(stop - start)
                 return scores.read(self.protocol.name, reply)
 
             return run

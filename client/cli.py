@@ -1,6 +1,7 @@
-"""`python -m client embed|sample|decode`: the client from the command line.
+"""`python -m client embed|score|sample|decode`: the client from the command line.
 
     python -m client embed t10k-images-idx3-ubyte.gz --out emb.npy --labels-out labels.npy
+    python -m client score t10k-images-idx3-ubyte.gz --out scores.npz --fpr 0.01 --mode full
     python -m client sample --n 64 --seed 1 --out grid.png
     python -m client decode --z 0.5,0.5 --model fashion-vae-2d --out img.png
 
@@ -8,7 +9,8 @@ Requests go over the Open Inference Protocol with binary tensors (--protocol v2,
 the default) or latentserve's JSON API (--protocol json). The server address
 and key come from --url / --token (or --token-file, the key_file.json
 TorchServe writes), defaulting to $LATENTSERVE_URL and $LATENTSERVE_TOKEN. An
-`--out` ending in .npy saves float arrays instead of PNG.
+`--out` ending in .npy saves float arrays instead of PNG; score's --out is .npz or
+.csv (client/cli_score.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +30,12 @@ from tqdm import tqdm
 
 from client import inputs
 from client.api import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_URL, LatentClient
+from client.cli_score import flagged, parse_fpr, parse_out, write_scores
 from client.errors import InputError, LatentServeError
 from client.limits import MAX_ITEMS
 from client.protocols import PROTOCOLS
 from client.retry import RetryPolicy
+from client.scores import MODES
 
 
 def read_token(args: argparse.Namespace) -> str | None:
@@ -46,16 +51,21 @@ def read_token(args: argparse.Namespace) -> str | None:
 
 
 def make_client(args: argparse.Namespace) -> LatentClient:
-    return LatentClient(
-        args.url,
-        token=read_token(args),
-        model=args.model,
-        timeout=args.timeout,
-        batch_size=args.batch_size,
-        concurrency=args.concurrency,
-        retry=RetryPolicy(retries=args.retries),
-        protocol=args.protocol,
-    )
+    try:
+        return LatentClient(
+            args.url,
+            token=read_token(args),
+            model=args.model,
+            timeout=args.timeout,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            retry=RetryPolicy(retries=args.retries),
+            protocol=args.protocol,
+        )
+    except InputError:
+        raise
+    except ValueError as err:  # --batch-size or --concurrency out of range: a bad input
+        raise InputError(str(err)) from None
 
 
 def grid(images: list[Image.Image], cols: int | None = None, zoom: int = 1) -> Image.Image:
@@ -95,7 +105,8 @@ def source_labels(source: Path, count: int) -> np.ndarray | None:
     return labels
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
+def read_source(args: argparse.Namespace) -> tuple[Sequence, np.ndarray | None]:
+    """embed's and score's images, and their labels when --labels-out asks for them."""
     source = Path(args.source)
     items = inputs.as_items(source)
     labels = None
@@ -106,6 +117,18 @@ def cmd_embed(args: argparse.Namespace) -> int:
                 f"{source}: no labels found (an IDX images file needs its *-labels-idx1-ubyte "
                 "file beside it; a folder gives its sub-folder names)"
             )
+    return items, labels
+
+
+def requests_summary(client: LatentClient) -> str:
+    return (
+        f"{client.protocol.name}, {client.stats.requests} requests of <= {client.batch_size} "
+        f"images, {client.concurrency} in flight, {client.stats.retries} retries"
+    )
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    items, labels = read_source(args)
     with make_client(args) as client:
         start = time.perf_counter()
         with tqdm(
@@ -113,7 +136,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
         ) as bar:
             result = client.encode(items, progress=bar.update)
         elapsed = time.perf_counter() - start
-        stats = client.stats
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, result.z_mean)
@@ -129,8 +151,28 @@ def cmd_embed(args: argparse.Namespace) -> int:
     rate = len(result) / elapsed if elapsed > 0 else float("inf")
     print(
         f"embedded {len(result)} images with {client.model} in {elapsed:.2f} s: "
-        f"{rate:.0f} img/s ({client.protocol.name}, {stats.requests} requests of <= "
-        f"{client.batch_size} images, {client.concurrency} in flight, {stats.retries} retries)\n"
+        f"{rate:.0f} img/s ({requests_summary(client)})\nwrote {', '.join(written)}"
+    )
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    items, labels = read_source(args)
+    with make_client(args) as client:
+        start = time.perf_counter()
+        with tqdm(
+            total=len(items), unit="img", desc=f"score {client.model}", disable=args.quiet
+        ) as bar:
+            scored = client.score(items, fpr=args.fpr, mode=args.mode, progress=bar.update)
+        elapsed = time.perf_counter() - start
+    written = [write_scores(scored, args.out, mode=args.mode, model=client.model)]
+    if labels is not None:
+        np.save(args.labels_out, labels)
+        written.append(f"{args.labels_out} {labels.shape}")
+    rate = len(scored) / elapsed if elapsed > 0 else float("inf")
+    print(
+        f"scored {len(scored)} images with {client.model} ({args.mode}) in {elapsed:.2f} s: "
+        f"{rate:.0f} img/s ({requests_summary(client)})\n{flagged(scored)}\n"
         f"wrote {', '.join(written)}"
     )
     return 0
@@ -204,6 +246,29 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--log-var-out", help="z_log_var as an N x D .npy (VAE)")
     embed.add_argument("--quiet", action="store_true", help="no progress bar")
     embed.set_defaults(run=cmd_embed)
+
+    score = sub.add_parser(
+        "score", parents=[common], help="images -> anomaly scores, p-values, outliers"
+    )
+    score.add_argument("source", help="an IDX images file, a PNG/JPEG file, or a folder of them")
+    score.add_argument(
+        "--out", type=parse_out, required=True, help="scores, p-values, flags: .npz or .csv"
+    )
+    score.add_argument("--labels-out", help="labels .npy (IDX labels file, or sub-folder names)")
+    score.add_argument(
+        "--fpr",
+        type=parse_fpr,
+        default=0.01,
+        help="false-positive rate of is_outlier, in (0, 1) (default %(default)s)",
+    )
+    score.add_argument(
+        "--mode",
+        choices=MODES,
+        default="full",
+        help="full: every score (default); latent: the encoder's latent score only",
+    )
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.set_defaults(run=cmd_score)
 
     for name, helptext in (("sample", "images from the prior"), ("decode", "z -> image(s)")):
         p = sub.add_parser(name, parents=[common], help=helptext)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from client import InputError, LatentClient, LatentServeError
 from handlers.engine import Engine
-from handlers.readers import RawRequest
+from handlers.wire.request import RawRequest
 from paths import ROOT
 from tests.client.conftest import EXPLORER_MODEL, client_for
 
@@ -285,3 +285,53 @@ def test_score_errors_name_the_problem(server, images):
         assert err.value.status == 400
         with pytest.raises(InputError, match="mode"):
             client.score(images[:2], mode="fast")
+
+
+def test_cli_score_over_both_protocols_equals_the_client(server, images, tmp_path):
+    source = tmp_path / "part-images-idx3-ubyte"
+    _write_idx(source, images[:150])
+    _write_idx(tmp_path / "part-labels-idx1-ubyte", np.arange(150) % 10)
+    labels = tmp_path / "labels.npy"
+    common = ["--url", server.url, "--model", EXPLORER_MODEL, "--batch-size", "64", "--quiet"]
+
+    def run(out, *args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "client", "score", str(source), "--out", str(out)]
+        return subprocess.run(
+            [*cmd, *args, *common], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+
+    with client_for(server) as client:
+        want = client.score(images[:150], fpr=0.05)
+        latent = client.score(images[:150], fpr=0.05, mode="latent")
+    for protocol in ("v2", "json"):
+        out = tmp_path / f"{protocol}.npz"
+        proc = run(out, "--fpr", "0.05", "--protocol", protocol, "--labels-out", str(labels))
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert lines[0].startswith(f"scored 150 images with {EXPLORER_MODEL} (full)")
+        assert f"img/s ({protocol}, 3 requests of <= 64 images" in lines[0]
+        hits = int(want.outlier.sum())
+        assert lines[1].startswith(f"flagged {hits} of 150 (") and "at fpr 0.05 by" in lines[1]
+        with np.load(out) as got:
+            assert tuple(got["names"]) == want.names and got["primary"] == want.primary
+            assert got["fpr"] == 0.05 and got["mode"] == "full"
+            np.testing.assert_allclose(got["scores"], want.scores, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(got["p_values"], want.p_values, atol=1e-6)
+            assert np.array_equal(got["outlier"], want.outlier)
+            assert set(want.statistics) <= set(got.files)
+        assert np.load(labels).tolist() == (np.arange(150) % 10).tolist()
+
+        out = tmp_path / f"{protocol}-latent.csv"
+        proc = run(out, "--mode", "latent", "--fpr", "0.05", "--protocol", protocol)
+        assert proc.returncode == 0, proc.stderr
+        rows = out.read_text().splitlines()
+        assert rows[0].startswith("index,latent,latent_p_value,latent_is_outlier,outlier")
+        assert len(rows) == 151
+        got_latent = [float(row.split(",")[1]) for row in rows[1:]]
+        np.testing.assert_allclose(got_latent, latent.scores[:, 0], rtol=1e-4, atol=1e-6)
+
+        bad = run(tmp_path / "x.npz", "--fpr", "0.9", "--protocol", protocol)  # server: <= 0.5
+        assert bad.returncode == 1 and "HTTP 400" in bad.stderr and "fpr" in bad.stderr, bad.stderr
+        bad = run(tmp_path / "x.npz", "--fpr", "1.5", "--protocol", protocol)
+        assert bad.returncode == 2 and "--fpr takes a number in (0, 1)" in bad.stderr
+        assert not (tmp_path / "x.npz").exists()
