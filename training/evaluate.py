@@ -7,7 +7,8 @@ Writes `metrics.json` into the run directory:
 - nll: importance-sampled estimate of -log p(x) with k samples from q(z|x)
   (Burda et al.), log p(x) ~= logsumexp_k[log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k;
 - knn5_accuracy: a 5-nearest-neighbour classifier (Euclidean) fitted on the
-  training split's z_mean, scored on the test split's z_mean;
+  training split's z_mean, scored on the test split's z_mean (null for data
+  without labels: skipped, not guessed);
 - active_units: latent dims whose z_mean varies across the test set (Cov > 0.01).
 For an AE the VAE-only terms (neg_elbo, kl, nll) are null.
 """
@@ -128,8 +129,16 @@ def evaluate(
     metrics: dict = {"dataset": data.name, "test_images": len(x_test)}
     metrics.update(elbo_terms(model, x_test, seed))
     z_test, z_train = encode_all(model, x_test), encode_all(model, x_train)
-    metrics["knn5_accuracy"] = knn_accuracy(
-        z_train, torch.tensor(data.train.labels), z_test, torch.tensor(data.test.labels)
+    metrics["knn5_accuracy"] = (
+        knn_accuracy(
+            z_train,
+            torch.tensor(data.train.labels),
+            z_test,
+            torch.tensor(data.test.labels),
+            num_classes=len(data.class_names),
+        )
+        if data.labelled
+        else None
     )
     metrics["active_units"] = active_units(z_test)
     metrics["latent_dim"] = model.cfg.latent_dim

@@ -35,7 +35,7 @@ from training.artifacts import (
     sha256_file,
     write_manifest,
 )
-from training.data import load_dataset, pixel_scaling, to_float
+from training.data import DATASETS, load_dataset, pixel_scaling, to_float
 from training.models import Autoencoder, ImageDecoder, ModelConfig, build_model
 from training.prior import STANDARD_NORMAL, gaussian_prior
 from training.runs import Run, load_run
@@ -163,7 +163,7 @@ def export_run(run: Run, out: Path, packages: bool = False) -> dict:
         run.model,
         out,
         x_check=to_float(data.test.images[:256]),
-        dataset={"name": data.name, "sha256": data.checksum, "source": data.source},
+        dataset=data.identity(),
         metrics=metrics,
         train_config=asdict(run.config),
         code_prior=run.prior if run.model.cfg.kind == "ae" else None,
@@ -218,8 +218,14 @@ def main(argv: list[str] | None = None) -> None:
     if a.rescript:
         for model_dir in a.rescript:
             manifest = json.loads((model_dir / "manifest.json").read_text())
-            data = load_dataset(manifest["dataset"]["name"])
-            diffs = rescript(model_dir, to_float(data.test.images[:256]))
+            name = manifest["dataset"]["name"]
+            if name in DATASETS:
+                x = to_float(load_dataset(name).test.images[:256])
+            else:  # your own images may not be at hand: seeded random ones
+                x = torch.rand(
+                    (256, *manifest["image_shape"]), generator=torch.Generator().manual_seed(0)
+                )
+            diffs = rescript(model_dir, x)
             print(f"re-scripted {model_dir}: parity {diffs}")
         return
     if a.run is None or a.out is None:

@@ -1,10 +1,13 @@
 """AE and VAE models: an encoder and a decoder, each its own nn.Module.
 
 Two bodies share one shape of code: `mlp` (the classic 784-hidden-latent of
-pytorch/examples) and `conv` (default). The VAE encoder has two heads and
-returns `(z_mean, z_log_var)`; the AE encoder returns `z`. Decoders return
-logits; `ImageDecoder` adds the sigmoid for export, so served images are in
-[0, 1] like the inputs.
+pytorch/examples) and `conv` (default). Both take any image shape (C, H, W) with C
+1 or 3: the conv body halves H and W in stride-2 stages until both are at most
+GRID_MAX (`conv_stages`; 1x28x28 gets exactly the three stages it always had, so
+the shipped exports rebuild unchanged), and its decoder maps back to exactly H x W.
+The VAE encoder has two heads and returns `(z_mean, z_log_var)`; the AE encoder
+returns `z`. Decoders return logits; `ImageDecoder` adds the sigmoid for export,
+so served images are in [0, 1] like the inputs.
 
 Two choices in the conv decoder are for CPU speed only and change no parameter
 or output: its feature maps are channels-last (`ToImage`), and its output layer
@@ -22,6 +25,38 @@ from torch import nn
 
 KINDS = ("ae", "vae")
 BODIES = ("mlp", "conv")
+GRID_MAX = 4  # the conv body halves H and W until both are at most this
+
+
+@dataclass(frozen=True)
+class ConvStage:
+    """One stride-2, padding-1 convolution of the conv body, and its mirror in the decoder.
+
+    The kernel is 4 when the stage's input H and W are both even (each halves exactly),
+    else 3 (each becomes ceil(n / 2)); the decoder's transposed convolution with the same
+    kernel maps back to exactly (H, W), with `output_padding` making up an odd size."""
+
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    kernel: int
+
+    @property
+    def output_padding(self) -> tuple[int, int]:
+        # a transposed conv (stride 2, padding 1) gives 2 * (m - 1) - 2 + k rows from m
+        (h, w), (mh, mw) = self.in_hw, self.out_hw
+        return h - (2 * mh - 4 + self.kernel), w - (2 * mw - 4 + self.kernel)  # 0 or 1
+
+
+def conv_stages(h: int, w: int, grid_max: int = GRID_MAX) -> tuple[ConvStage, ...]:
+    """The conv body's stages for an H x W image: halve until both sides are <= grid_max
+    (at least one stage). 28 x 28: 28 -> 14 -> 7 -> 4 with kernels 4, 4, 3."""
+    stages: list[ConvStage] = []
+    while not stages or max(h, w) > grid_max:
+        kernel = 4 if h % 2 == 0 and w % 2 == 0 else 3
+        out = ((h + 2 - kernel) // 2 + 1, (w + 2 - kernel) // 2 + 1)
+        stages.append(ConvStage((h, w), out, kernel))
+        h, w = out
+    return tuple(stages)
 
 
 @dataclass(frozen=True)
@@ -29,9 +64,12 @@ class ModelConfig:
     kind: str = "vae"
     body: str = "conv"
     latent_dim: int = 16
-    image_shape: tuple[int, int, int] = (1, 28, 28)
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W), C in {1, 3}
     hidden: int = 256  # dense width (mlp: the single hidden layer)
-    channels: tuple[int, ...] = (32, 64, 96)  # conv body only: 28 -> 14 -> 7 -> 4
+    # conv body only: one entry per stage (`conv_stages`); the last is repeated when the
+    # image has more stages than entries, extra entries are unused when it has fewer.
+    # 28 x 28 has three: 28 -> 14 -> 7 -> 4.
+    channels: tuple[int, ...] = (32, 64, 96)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -40,15 +78,30 @@ class ModelConfig:
             raise ValueError(f"body must be one of {BODIES}, got {self.body!r}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if len(self.image_shape) != 3 or self.image_shape[0] not in (1, 3):
+            raise ValueError(f"image_shape must be (C, H, W) with C 1 or 3, got {self.image_shape}")
         _, h, w = self.image_shape
-        if self.body == "conv" and (h % 4 or w % 4):
-            raise ValueError(f"conv body needs H and W divisible by 4, got {h}x{w}")
+        if min(h, w) < 1:
+            raise ValueError(f"image H and W must be >= 1, got {h}x{w}")
+        if self.body == "conv" and (not self.channels or min(self.channels) < 1):
+            raise ValueError(f"channels must be positive, got {self.channels}")
+
+    @property
+    def stages(self) -> tuple[ConvStage, ...]:
+        """The conv body's downsampling stages (`conv_stages`)."""
+        return conv_stages(*self.image_shape[1:])
+
+    @property
+    def stage_channels(self) -> tuple[int, ...]:
+        """Output channels of each conv stage: `channels`, cut to the number of stages
+        or with its last entry repeated up to it."""
+        n = len(self.stages)
+        return tuple(self.channels[:n]) + (self.channels[-1],) * (n - len(self.channels))
 
     @property
     def conv_grid(self) -> tuple[int, int]:
-        """Spatial size after the three stride-2 convs (28 -> 14 -> 7 -> 4)."""
-        _, h, w = self.image_shape
-        return (h // 4 + 1) // 2, (w // 4 + 1) // 2
+        """Spatial size after the last stride-2 conv (28 -> 14 -> 7 -> 4)."""
+        return self.stages[-1].out_hw
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,16 +171,13 @@ def _features(cfg: ModelConfig) -> tuple[nn.Module, int]:
     c, h, w = cfg.image_shape
     if cfg.body == "mlp":
         return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, cfg.hidden), nn.ReLU()), cfg.hidden
-    c1, c2, c3 = cfg.channels
+    layers: list[nn.Module] = []
+    widths = (c, *cfg.stage_channels)
+    for stage, cin, cout in zip(cfg.stages, widths[:-1], widths[1:], strict=True):
+        layers += [nn.Conv2d(cin, cout, stage.kernel, 2, 1), _act()]
     gh, gw = cfg.conv_grid
-    net = nn.Sequential(
-        nn.Conv2d(c, c1, 4, 2, 1), _act(),  # H/2
-        nn.Conv2d(c1, c2, 4, 2, 1), _act(),  # H/4
-        nn.Conv2d(c2, c3, 3, 2, 1), _act(),  # ceil(H/8)
-        nn.Flatten(),
-        nn.Linear(c3 * gh * gw, cfg.hidden), _act(),
-    )  # fmt: skip
-    return net, cfg.hidden
+    layers += [nn.Flatten(), nn.Linear(widths[-1] * gh * gw, cfg.hidden), _act()]
+    return nn.Sequential(*layers), cfg.hidden
 
 
 def _generator(cfg: ModelConfig) -> nn.Module:
@@ -138,17 +188,26 @@ def _generator(cfg: ModelConfig) -> nn.Module:
             nn.Linear(cfg.latent_dim, cfg.hidden), nn.ReLU(),
             nn.Linear(cfg.hidden, c * h * w), nn.Unflatten(1, (c, h, w)),
         )  # fmt: skip
-    c1, c2, c3 = cfg.channels
+    widths = (c, *cfg.stage_channels)
     gh, gw = cfg.conv_grid
-    pad = (1 - (h // 4) % 2, 1 - (w // 4) % 2)  # lands exactly on H/4 x W/4
-    return nn.Sequential(
+    layers: list[nn.Module] = [
         nn.Linear(cfg.latent_dim, cfg.hidden), _act(),
-        nn.Linear(cfg.hidden, c3 * gh * gw), _act(),
-        ToImage((c3, gh, gw)),
-        nn.ConvTranspose2d(c3, c2, 3, 2, 1, output_padding=pad), _act(),  # H/4
-        nn.ConvTranspose2d(c2, c1, 4, 2, 1), _act(),  # H/2
-        SubPixelConvTranspose2d(c1, c, 4),  # H
-    )  # fmt: skip
+        nn.Linear(cfg.hidden, widths[-1] * gh * gw), _act(),
+        ToImage((widths[-1], gh, gw)),
+    ]  # fmt: skip
+    # the stages in reverse, each back to its input size; the last one to C channels
+    for i in range(len(cfg.stages) - 1, -1, -1):
+        stage, cin, cout = cfg.stages[i], widths[i + 1], widths[i]
+        if i:
+            layers += [nn.ConvTranspose2d(cin, cout, stage.kernel, 2, 1, stage.output_padding)]
+            layers += [_act()]
+        else:
+            layers += [
+                SubPixelConvTranspose2d(
+                    cin, cout, stage.kernel, output_padding=stage.output_padding
+                )
+            ]
+    return nn.Sequential(*layers)
 
 
 class VAEEncoder(nn.Module):

@@ -1,6 +1,7 @@
 """Figures of a trained model (PNG): `python -m training.plots --run runs/<name>`.
 
-latent.png          test set codes coloured by label (2-D directly, else a PCA projection)
+latent.png          test set codes coloured by label, when there are labels (2-D directly,
+                    else a PCA projection)
 manifold.png        decoded grid over the 2-D latent plane (2-D models only)
 reconstructions.png originals (top row) above their reconstructions
 samples.png         decoded draws from the manifest's prior (the `sample` endpoint's maths)
@@ -35,14 +36,20 @@ SAMPLES = 64  # an 8 x 8 grid
 Pixels = Callable[[torch.Tensor], torch.Tensor]  # z -> images in [0, 1], like decoder.pt
 
 
+def _pictures(x: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) -> what imshow takes: (N, H, W) for one channel, (N, H, W, 3) for RGB."""
+    x = x.detach().cpu().numpy()
+    return x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
+
+
 def _decode(decode: Pixels, z: torch.Tensor) -> np.ndarray:
     with torch.inference_mode():
-        return decode(z.float()).squeeze(1).numpy()
+        return _pictures(decode(z.float()))
 
 
 def _tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    n, h, w = images.shape
-    grid = np.ones((rows * h, cols * w), dtype=np.float32)
+    n, h, w = images.shape[:3]
+    grid = np.ones((rows * h, cols * w, *images.shape[3:]), dtype=np.float32)
     for i in range(min(n, rows * cols)):
         r, c = divmod(i, cols)
         grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = images[i]
@@ -51,7 +58,7 @@ def _tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 def _save_grid(grid: np.ndarray, path: Path, title: str, extent=None) -> None:
     fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, extent=extent)
+    ax.imshow(np.clip(grid, 0, 1), cmap="gray", vmin=0, vmax=1, extent=extent)
     ax.set_title(title)
     if extent is None:
         ax.axis("off")
@@ -75,11 +82,16 @@ def latent_scatter(z: np.ndarray, labels: np.ndarray, names: list[str], path: Pa
         pts, ratio = pca_2d(z)
         axes = (f"PC1 ({ratio[0]:.0%})", f"PC2 ({ratio[1]:.0%})")
     fig, ax = plt.subplots(figsize=(7, 6))
+    k = len(names)
+    cmap = "tab10" if k <= 10 else "tab20" if k <= 20 else "viridis"
     sc = ax.scatter(
-        pts[:, 0], pts[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=2, alpha=0.7
+        pts[:, 0], pts[:, 1], c=labels, cmap=cmap, vmin=-0.5, vmax=k - 0.5, s=2, alpha=0.7
     )
-    cbar = fig.colorbar(sc, ticks=range(10))
-    cbar.ax.set_yticklabels(names)
+    if k <= 20:
+        cbar = fig.colorbar(sc, ticks=range(k))
+        cbar.ax.set_yticklabels(names)
+    else:
+        fig.colorbar(sc)
     ax.set_xlabel(axes[0])
     ax.set_ylabel(axes[1])
     ax.set_title(title)
@@ -129,9 +141,10 @@ def make_figures(
     z = encode_all(model, x)
     written = []
 
-    path = out / "latent.png"
-    latent_scatter(z.numpy(), data.test.labels, data.class_names, path, f"{name}: test codes")
-    written.append(path)
+    if data.labelled:
+        path = out / "latent.png"
+        latent_scatter(z.numpy(), data.test.labels, data.class_names, path, f"{name}: test codes")
+        written.append(path)
 
     if model.cfg.latent_dim == 2:
         n, lim = 20, 3.0  # +-3 standard deviations of the prior
@@ -147,7 +160,7 @@ def make_figures(
         written.append(path)
 
     idx = torch.randperm(len(x), generator=gen)[:12]
-    originals = x[idx].squeeze(1).numpy()
+    originals = _pictures(x[idx])
     path = out / "reconstructions.png"
     _save_grid(
         _tile(np.concatenate([originals, _decode(decode, z[idx])]), 2, 12),
@@ -160,7 +173,7 @@ def make_figures(
         draw_samples(decode, prior, model.cfg.latent_dim, out / "samples.png", name, seed)
     )
 
-    a, b = z[idx[0]], z[idx[1]]
+    a, b = z[idx[0]], z[idx[1 % len(idx)]]
     steps = torch.linspace(0, 1, 12).unsqueeze(1)
     path = out / "interpolation.png"
     _save_grid(

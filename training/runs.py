@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from training.data import Dataset, load_dataset, to_float
+from training.data import DataError, Dataset, to_float
 from training.models import Autoencoder
 from training.prior import model_prior
 from training.train import TrainConfig, load_checkpoint
@@ -31,7 +31,16 @@ class Run:
 
     @cached_property
     def data(self) -> Dataset:
-        return load_dataset(self.config.dataset, self.config.data_dir)
+        """The data it was trained on, loaded again; refused when its files changed since
+        (the export would record another dataset's sha256)."""
+        data = self.config.load_data()
+        trained_on = self.checkpoint.get("dataset")
+        if trained_on and trained_on["sha256"] != data.checksum:
+            raise DataError(
+                f"{data.source}: the data changed since {self.path} was trained on it "
+                f"(sha256 {trained_on['sha256'][:12]}..., now {data.checksum[:12]}...)"
+            )
+        return data
 
     @cached_property
     def prior(self) -> dict:

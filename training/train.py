@@ -3,6 +3,11 @@
 Writes into --out: `checkpoint.pt` (the best epoch on validation), `config.json`
 and `history.json`. Evaluation and export are separate steps
 (`training.evaluate`, `training.export`); `training.recipes` chains them.
+
+`--data-dir` is a directory of the four IDX files, or your own images (a folder
+of PNG/JPEG files, a .npy array or an IDX images file) with `--image-shape C,H,W`;
+training/data.py says how those are split and labelled. The validation images are
+drawn from the training split: `--val-size`, at most a fifth of it.
 """
 
 from __future__ import annotations
@@ -18,15 +23,28 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.data import DATASETS, Split, load_dataset, to_float, train_val_split
+from training.data import (
+    DATASETS,
+    IDX_SHAPE,
+    TEST_FRACTION,
+    DataError,
+    Dataset,
+    Split,
+    is_image_source,
+    load_dataset,
+    to_float,
+    train_val_split,
+)
 from training.losses import RECONSTRUCTIONS, autoencoder_loss
 from training.models import BODIES, KINDS, ModelConfig, build_model, count_parameters
 
 
 @dataclass
 class TrainConfig:
-    dataset: str = "fashion-mnist"
+    dataset: str = "fashion-mnist"  # with your own images (data_dir): a name of your choice
     data_dir: str | None = None
+    image_shape: tuple[int, int, int] | None = None  # None: the data's own (1, 28, 28)
+    test_fraction: float = TEST_FRACTION  # your own images without a test/ folder
     kind: str = "vae"
     body: str = "conv"
     latent_dim: int = 16
@@ -53,12 +71,17 @@ class TrainConfig:
         (checkpoints written before a field was removed still load)."""
         names = {f.name for f in fields(cls)}
         cfg = cls(**{k: v for k, v in d.items() if k in names})
-        return replace(cfg, channels=tuple(cfg.channels))
+        shape = None if cfg.image_shape is None else tuple(cfg.image_shape)
+        return replace(cfg, channels=tuple(cfg.channels), image_shape=shape)
 
     def model_config(self) -> ModelConfig:
+        shape = tuple(self.image_shape) if self.image_shape else IDX_SHAPE
         return ModelConfig(
-            self.kind, self.body, self.latent_dim, (1, 28, 28), self.hidden, tuple(self.channels)
+            self.kind, self.body, self.latent_dim, shape, self.hidden, tuple(self.channels)
         )
+
+    def load_data(self):
+        return load_dataset(self.dataset, self.data_dir, self.image_shape, self.test_fraction)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -107,12 +130,21 @@ def train(cfg: TrainConfig, train_split: Split | None = None, val_split: Split |
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    dataset = None
     if train_split is None or val_split is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir)
-        train_split, val_split = train_val_split(data.train, cfg.val_size, cfg.seed)
+        data = cfg.load_data()
+        dataset = data.identity()
+        val_size = min(cfg.val_size, len(data.train) // 5)
+        if val_size < cfg.val_size:  # recorded as used, so the split can be drawn again
+            print(f"validation: {val_size} of the {len(data.train):,} training images "
+                  f"(--val-size {cfg.val_size} is more than a fifth of them)")  # fmt: skip
+            cfg = replace(cfg, val_size=val_size)
+        train_split, val_split = validation_split(cfg, data)
     if cfg.limit:
         train_split = train_split.subset(slice(0, cfg.limit))
     x_train, x_val = to_float(train_split.images), to_float(val_split.images)
+    if cfg.image_shape is None:  # recorded as trained: config.json, checkpoint, manifest
+        cfg = replace(cfg, image_shape=tuple(x_train.shape[1:]))
 
     model = build_model(cfg.model_config()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -156,7 +188,7 @@ def train(cfg: TrainConfig, train_split: Split | None = None, val_split: Split |
         improved = val["loss"] < best
         if improved:
             best = val["loss"]
-            save_checkpoint(out / "checkpoint.pt", model, cfg, epoch + 1, val)
+            save_checkpoint(out / "checkpoint.pt", model, cfg, epoch + 1, val, dataset)
         print(
             f"epoch {epoch + 1}/{cfg.epochs}  train {row['train_loss']:.3f}  "
             f"val {val['loss']:.3f} (recon {val['recon']:.3f}, kl {val['kl']:.3f})  "
@@ -168,18 +200,31 @@ def train(cfg: TrainConfig, train_split: Split | None = None, val_split: Split |
     return model, history
 
 
-def save_checkpoint(path: Path, model, cfg: TrainConfig, epoch: int, val: dict) -> None:
+def validation_split(cfg: TrainConfig | dict, data: Dataset | None = None) -> tuple[Split, Split]:
+    """(train, validation) of a run's training split, as it was drawn: from its TrainConfig
+    or a manifest's `train_config` (the data loaded again when not given)."""
+    if isinstance(cfg, dict):
+        cfg = TrainConfig.from_dict(cfg)
+    data = data if data is not None else cfg.load_data()
+    return train_val_split(data.train, cfg.val_size, cfg.seed)
+
+
+def save_checkpoint(
+    path: Path, model, cfg: TrainConfig, epoch: int, val: dict, dataset: dict | None = None
+) -> None:
+    """`dataset`: the identity of the data it was trained on (`Dataset.identity`), which
+    the run checks when it loads the data again (training/runs.py)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(
-        {
-            "model_config": model.cfg.to_dict(),
-            "train_config": asdict(cfg),
-            "epoch": epoch,
-            "val": val,
-            "state_dict": state,
-        },
-        path,
-    )
+    ckpt = {
+        "model_config": model.cfg.to_dict(),
+        "train_config": asdict(cfg),
+        "epoch": epoch,
+        "val": val,
+        "state_dict": state,
+    }
+    if dataset is not None:
+        ckpt["dataset"] = dataset
+    torch.save(ckpt, path)
 
 
 def load_checkpoint(path: Path):
@@ -191,10 +236,27 @@ def load_checkpoint(path: Path):
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    p = argparse.ArgumentParser(description="Train an AE or VAE on MNIST-style images.")
+    p = argparse.ArgumentParser(description="Train an AE or VAE on MNIST-style or your own images.")
     d = TrainConfig()
-    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
-    p.add_argument("--data-dir", help="a directory with the four IDX files (overrides --dataset's)")
+    p.add_argument(
+        "--dataset",
+        help=f"{' or '.join(DATASETS)} (default {d.dataset}); with your own images in "
+        "--data-dir, any name (default: the folder's or file's name)",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="a directory with the four IDX files (overrides --dataset's), or your own "
+        "images: a folder of PNG/JPEG files (with train/ and test/ subfolders, or one pool "
+        "split by --test-fraction; labels from first-level subfolder names), a .npy array "
+        "or an IDX images file",
+    )
+    p.add_argument("--image-shape", type=_shape, default=None, metavar="C,H,W",
+                   help="the model's image shape, C 1 (grayscale) or 3 (RGB); every image is "
+                   "converted to it as the server converts uploads (needed with your own "
+                   "images; default 1,28,28 for IDX data)")  # fmt: skip
+    p.add_argument("--test-fraction", type=float, default=d.test_fraction,
+                   help="your own images without train/ and test/: the share held out "
+                   "for testing (seeded, the same for every model)")  # fmt: skip
     p.add_argument("--download", action="store_true", help="fetch the IDX files into --data-dir")
     p.add_argument("--kind", choices=KINDS, default=d.kind)
     p.add_argument("--body", choices=BODIES, default=d.body)
@@ -217,9 +279,17 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--device", default=d.device)
     p.add_argument("--out", required=True)
     a = vars(p.parse_args(argv))
+    own = a["data_dir"] is not None and is_image_source(a["data_dir"])
+    if own:
+        if a["image_shape"] is None:
+            p.error(f"--data-dir {a['data_dir']} holds your own images: give --image-shape C,H,W")
+        a["dataset"] = a["dataset"] or Path(a["data_dir"]).resolve().stem
+    elif (a["dataset"] or d.dataset) not in DATASETS:
+        p.error(f"--dataset must be one of {', '.join(DATASETS)} without images of your own")
+    a["dataset"] = a["dataset"] or d.dataset
     if a.pop("download"):
-        if not a["data_dir"]:
-            p.error("--download needs --data-dir")
+        if not a["data_dir"] or own:
+            p.error("--download needs --data-dir (a directory for the IDX files)")
         from training.data import download
 
         download(a["dataset"], Path(a["data_dir"]))
@@ -229,8 +299,22 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     return cfg
 
 
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,64,64, got {text!r}") from None
+    if c not in (1, 3) or min(h, w) < 1:
+        raise argparse.ArgumentTypeError(f"C must be 1 or 3 and H, W positive, got {text!r}")
+    return c, h, w
+
+
 def main(argv: list[str] | None = None) -> None:
-    train(parse_args(argv))
+    cfg = parse_args(argv)
+    try:
+        train(cfg)
+    except DataError as e:  # a bad folder or file: its message, not a traceback
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

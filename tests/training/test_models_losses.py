@@ -30,8 +30,12 @@ def test_shapes_for_both_kinds(body, latent):
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="kind"):
         ModelConfig(kind="gan")
-    with pytest.raises(ValueError, match="divisible by 4"):
-        ModelConfig(body="conv", image_shape=(1, 30, 30))
+    with pytest.raises(ValueError, match="C 1 or 3"):
+        ModelConfig(image_shape=(2, 28, 28))
+    with pytest.raises(ValueError, match="H and W"):
+        ModelConfig(image_shape=(1, 0, 28))
+    with pytest.raises(ValueError, match="channels"):
+        ModelConfig(channels=(32, 0, 96))
 
 
 def test_kl_matches_closed_form_for_known_gaussians():
