@@ -97,7 +97,8 @@ def run_model(
     z_mean, z_log_var = e if isinstance(e, tuple) else (e, None)
     pixels = decoder(z_mean)
     stats = model_stats(x, pixels, z_mean, z_log_var)
-    u8 = np.clip(np.rint(x[:, 0].float().cpu().numpy() * scale), 0, 255).astype(np.uint8)
+    hwc = x.permute(0, 2, 3, 1) if x.shape[1] > 1 else x[:, 0]  # as the image's PNG holds it
+    u8 = np.clip(np.rint(hwc.float().cpu().numpy() * scale), 0, 255).astype(np.uint8)
     stats["png_bits"] = torch.from_numpy(png_bits(u8)).to(stats["z_norm"].device)
     return torch.stack([stats[k] for k in stat_names(kind)], 1), latent_code(e), pixels
 
@@ -109,19 +110,23 @@ def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def png_rows(images: np.ndarray) -> np.ndarray:
-    """(n, H, W) uint8 -> (n, H, 1 + W) uint8: each row with its PNG filter byte first.
+    """(n, H, W) grayscale or (n, H, W, C) colour uint8 -> (n, H, 1 + W * C) uint8: each
+    row of interleaved samples with its PNG filter byte first.
 
     The filter of each row is chosen as libpng and Pillow do by default (the
     least sum of absolute values of the filtered bytes, read as signed), for
-    all images at once.
+    all images at once. "Left" is the same channel of the pixel before (PNG's
+    bytes-per-pixel offset).
     """
-    x = images.astype(np.int16)
+    n, h = images.shape[:2]
+    bpp = 1 if images.ndim == 3 else images.shape[3]
+    x = images.reshape(n, h, -1).astype(np.int16)
     a = np.zeros_like(x)  # left
-    a[:, :, 1:] = x[:, :, :-1]
+    a[:, :, bpp:] = x[:, :, :-bpp]
     b = np.zeros_like(x)  # up
     b[:, 1:] = x[:, :-1]
     c = np.zeros_like(x)  # up-left
-    c[:, 1:, 1:] = x[:, :-1, :-1]
+    c[:, 1:, bpp:] = x[:, :-1, :-bpp]
     cands = np.stack([x, x - a, x - b, x - (a + b) // 2, x - _paeth(a, b, c)]) & 0xFF
     cost = np.where(cands >= 128, 256 - cands, cands).sum(-1)  # (5, n, H)
     best = cost.argmin(0)  # ties go to the lowest filter type
@@ -130,7 +135,8 @@ def png_rows(images: np.ndarray) -> np.ndarray:
 
 
 def png_bits(images: np.ndarray, level: int = 9) -> np.ndarray:
-    """(n, H, W) uint8 -> the bits of each image as an 8-bit grayscale PNG (float64).
+    """(n, H, W) or (n, H, W, 3) uint8 -> the bits of each image as an 8-bit grayscale or
+    RGB PNG (float64).
 
     One IDAT chunk of the filtered rows deflated at `level`: the file
     `write_png_file` writes has exactly this length. A 28 x 28 image takes tens
@@ -148,8 +154,9 @@ def write_png_file(image: np.ndarray, level: int = 9) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
-    h, w = image.shape
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    h, w = image.shape[:2]
+    colour = 2 if image.ndim == 3 else 0  # PNG colour type: RGB, or grayscale
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)
     idat = zlib.compress(png_rows(image[None])[0].tobytes(), level)
     sig = b"\x89PNG\r\n\x1a\n"
     return sig + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

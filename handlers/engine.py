@@ -131,7 +131,8 @@ class Engine:
                 f"largest batch {package_max_batch(info)}"
             )
         module = modules[0] if len(modules) == 1 else modules
-        return cls(OPERATIONS[operation](info, module, LIMITS), options, where)
+        limits = LIMITS.for_image(info.image_shape)
+        return cls(OPERATIONS[operation](info, module, limits), options, where)
 
     def handle(self, raws: list[RawRequest]) -> tuple[list[Reply], Recorder]:
         """A batch of requests -> one reply per request (in order), and the batch's metrics."""

@@ -52,10 +52,15 @@ class RequestError(Exception):
         return json.dumps(self.body(), separators=(",", ":"))
 
 
-def json_path(loc: tuple) -> str:
-    """('instances', 0, 'pixels', 3, 5) -> 'instances[0].pixels[3][5]'."""
-    out = ""
+def json_path(loc: tuple, tags: dict[str, tuple[str, ...]] | None = None) -> str:
+    """('instances', 0, 'pixels', 3, 5) -> 'instances[0].pixels[3][5]'. `tags`: field ->
+    the names pydantic gives its tagged union's branches, left out after that field."""
+    out, before = "", None
     for part in loc:
+        skip = tags is not None and before in tags and part in tags[before]
+        before = part
+        if skip:
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:

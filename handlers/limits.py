@@ -9,13 +9,16 @@ answers before the frontend (413) does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
 class Limits:
     max_items: int = 256  # instances per encode/decode/score request
     max_n: int = 256  # images per sample request
+    # pixel values (items x C x H x W) per request: caps max_items and max_n for large
+    # images, so that an answer of pixel lists stays within the response size
+    max_values: int = 1 << 20
     max_body_bytes: int = 8 * 1024 * 1024  # whole request body
     max_image_bytes: int = 1024 * 1024  # one encoded image (after base64 decoding)
     max_image_pixels: int = 2048 * 2048  # width * height of one uploaded image
@@ -26,6 +29,13 @@ class Limits:
     # score `fpr`: p-values resolve 1/1000 (1001 stored quantiles of 5,000 held-out images)
     min_fpr: float = 0.001
     max_fpr: float = 0.5
+
+    def for_image(self, shape: tuple[int, int, int]) -> Limits:
+        """These limits for a model of image shape (C, H, W): at most `max_values`
+        pixel values per request (1x28x28: 256 items; 3x64x64: 85)."""
+        per_item = shape[0] * shape[1] * shape[2]
+        items = max(1, min(self.max_items, self.max_values // per_item))
+        return replace(self, max_items=items, max_n=max(1, min(self.max_n, items)))
 
 
 LIMITS = Limits()

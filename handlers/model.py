@@ -31,6 +31,8 @@ FILES = {
     "score": ("encoder.pt", "decoder.pt"),
 }
 SUFFIXES = {"torchscript": ".pt", "aoti": ".pt2"}  # handlers.options.MODEL_FORMATS
+MODES = {1: "L", 3: "RGB"}  # image channels -> PIL mode (grayscale, colour)
+MAX_SIDE = 4096  # an image side the manifest may declare
 
 
 def model_files(operation: str, model_format: str = "torchscript") -> tuple[str, ...]:
@@ -45,11 +47,25 @@ class ModelInfo:
     name: str
     kind: str  # ae | vae
     latent_dim: int
-    image_hw: tuple[int, int]
+    image_shape: tuple[int, int, int]  # (C, H, W), C in CHANNELS
     scale: float  # uint8 / scale = model input
-    prior_mean: np.ndarray  # (D,)
-    prior_factor: np.ndarray  # (D, D): F @ F.T == the prior's cov, computed once at export
+    # the sampling prior: None when the manifest has none (an AE registered without data)
+    prior_mean: np.ndarray | None  # (D,)
+    prior_factor: np.ndarray | None  # (D, D): F @ F.T == the prior's cov, computed once
     manifest: dict
+
+    @property
+    def channels(self) -> int:
+        return self.image_shape[0]
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return self.image_shape[1], self.image_shape[2]
+
+    @property
+    def mode(self) -> str:
+        """The images' PIL mode: L (one channel) or RGB."""
+        return MODES[self.channels]
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> ModelInfo:
@@ -60,9 +76,15 @@ class ModelInfo:
             prior = manifest["prior"]
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"manifest.json lacks or mangles a required key: {err!r}") from None
-        if kind not in ("ae", "vae") or c != 1 or dim < 1:
-            raise ValueError(f"unsupported model: kind {kind!r}, channels {c}, latent_dim {dim}")
-        if prior.get("type") == "standard_normal":
+        if kind not in ("ae", "vae") or c not in MODES or dim < 1:
+            raise ValueError(
+                f"unsupported model: kind {kind!r}, channels {c} (1 or 3), latent_dim {dim}"
+            )
+        if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE) or not scale > 0:
+            raise ValueError(f"unsupported image: {h}x{w} pixels, pixel scaling {scale}")
+        if prior.get("type") == "none":  # no sampling prior: `sample` answers 400
+            mean = factor = None
+        elif prior.get("type") == "standard_normal":
             mean, factor = np.zeros(dim), np.eye(dim)
         elif prior.get("type") == "gaussian":
             try:
@@ -75,11 +97,12 @@ class ModelInfo:
                 ) from None
         else:
             raise ValueError(f"unknown prior type {prior.get('type')!r}")
-        if mean.shape != (dim,) or factor.shape != (dim, dim):
+        if mean is not None and (mean.shape != (dim,) or factor.shape != (dim, dim)):
             raise ValueError(
                 f"prior shapes {mean.shape}, {factor.shape} do not fit latent_dim {dim}"
             )
-        return cls(manifest.get("name", "?"), kind, dim, (h, w), scale, mean, factor, manifest)
+        name = manifest.get("name", "?")
+        return cls(name, kind, dim, (c, h, w), scale, mean, factor, manifest)
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> ModelInfo:

@@ -55,15 +55,23 @@ def standard_normal(seed: int, n: int, dim: int) -> torch.Tensor:
     return torch.randn((n, dim), generator=torch.Generator().manual_seed(seed))
 
 
+def channels_last(pixels: torch.Tensor) -> np.ndarray:
+    """(n, C, H, W) -> (n, H, W) for one channel, (n, H, W, C) for colour (as images are held)."""
+    if pixels.shape[1] == 1:
+        return pixels[:, 0].numpy()
+    return np.ascontiguousarray(pixels.permute(0, 2, 3, 1).numpy())
+
+
 def image_predictions(outputs: Outputs, fmt: str, scale: float) -> list[dict]:
-    """A decoder's one output, (n, 1, H, W) in [0, 1] -> n image predictions."""
+    """A decoder's one output, (n, C, H, W) in [0, 1] -> n image predictions."""
     (pixels,) = outputs
-    return json_write.write_images(pixels[:, 0].numpy(), fmt, scale)
+    return json_write.write_images(channels_last(pixels), fmt, scale)
 
 
 def image_tensor(outputs: Outputs, datatype: str, scale: float) -> np.ndarray:
-    """A decoder's one output -> the v2 "image" (n, H, W): UINT8 as the PNG's pixels, or FP32."""
-    pixels = outputs[0][:, 0].numpy()
+    """A decoder's one output -> the v2 "image" (n, H, W) or (n, H, W, C): UINT8 as the
+    PNG's pixels, or FP32."""
+    pixels = channels_last(outputs[0])
     if datatype == "UINT8":
         return images.to_uint8(pixels, scale)
     return np.clip(pixels, 0.0, 1.0)

@@ -8,6 +8,7 @@ import torch
 from handlers.errors import RequestError
 from handlers.operations.base import Operation, Outputs, Parsed, image_predictions, image_tensor
 from handlers.wire import json_read, json_write, v2_read
+from handlers.wire.inputs import check_count
 from handlers.wire.json_schemas import DecodeRequest
 from handlers.wire.request import RawRequest, check_range, is_image_body
 from handlers.wire.v2_read import Tensor
@@ -21,6 +22,7 @@ class Decode(Operation):
         if is_image_body(raw):
             raise RequestError("unsupported_media_type", "body", "decode takes JSON latents")
         req = json_read.read_json(raw, DecodeRequest, self.limits)
+        check_count(len(req.instances), self.limits.max_items, "instances")
         dim, bound = self.info.latent_dim, self.limits.max_abs_latent
         rows = []
         for i, inst in enumerate(req.instances):

@@ -59,7 +59,7 @@ class Encode(Operation):
         return outputs[0] + torch.exp(0.5 * outputs[1]) * eps
 
     def example(self, n: int) -> torch.Tensor:
-        return torch.zeros(n, 1, *self.info.image_hw)
+        return torch.zeros(n, *self.info.image_shape)
 
     def respond(self, parsed: Parsed, outputs: Outputs) -> str:
         # Written as text, one %-format per item: the floats are most of the answer

@@ -18,6 +18,7 @@ from handlers.operations.base import (
     standard_normal,
 )
 from handlers.wire import json_read, json_write, v2_read
+from handlers.wire.inputs import check_count
 from handlers.wire.json_schemas import SampleRequest
 from handlers.wire.request import RawRequest, is_image_body
 from handlers.wire.v2_read import Tensor
@@ -31,8 +32,9 @@ class Sample(Operation):
         super().__init__(info, module, limits)
         # z = mean + temperature * eps @ F.T with the manifest's factor F: the export
         # computes it once (training/prior.py), and the README's figures use the same
-        self._mean = torch.from_numpy(info.prior_mean)
-        self._factor = torch.from_numpy(info.prior_factor)
+        # None: the manifest has no prior (an AE registered without data), a 400 per request
+        self._mean = None if info.prior_mean is None else torch.from_numpy(info.prior_mean)
+        self._factor = None if info.prior_factor is None else torch.from_numpy(info.prior_factor)
 
     def parse(self, raw: RawRequest) -> Parsed:
         if is_image_body(raw):
@@ -45,6 +47,14 @@ class Sample(Operation):
 
     def _prior(self, req: SampleRequest | SampleParameters) -> Parsed:
         """n latents drawn from the prior with the request's seed and temperature."""
+        if self._mean is None:
+            raise RequestError(
+                "unsupported",
+                "model",
+                f"{self.info.name} is an AE without a sampling prior: register it with --data "
+                "(python -m serving.register ... --data IMAGES) to fit one",
+            )
+        check_count(req.n, self.limits.max_n, "n")
         seed = pick_seed(req.seed)
         eps = standard_normal(seed, req.n, self.info.latent_dim).double()
         z = self._mean + req.temperature * eps @ self._factor.T

@@ -35,7 +35,7 @@ from handlers.errors import RequestError
 from handlers.limits import Limits
 from handlers.metrics import Recorder
 from handlers.model import ModelInfo
-from handlers.operations.base import Operation, Outputs, Parsed
+from handlers.operations.base import Operation, Outputs, Parsed, channels_last
 from handlers.wire import images, v2_read
 from handlers.wire.inputs import read_image_tensor, read_images
 from handlers.wire.json_schemas import ScoreRequest
@@ -52,10 +52,12 @@ class Score(Operation):
 
     def __init__(self, info: ModelInfo, module, limits: Limits) -> None:
         super().__init__(info, module, limits)
-        self.cal = Calibration.from_manifest(info.manifest)
+        # a model registered without data has no calibration: its requests get a 400
+        has = "calibration" in info.manifest
+        self.cal = Calibration.from_manifest(info.manifest) if has else None
         self.stats, self.scores = stat_names(info.kind), score_names(info.kind)
         self.vae = info.kind == "vae"
-        self.pixels = info.image_hw[0] * info.image_hw[1]
+        self.pixels = info.image_shape[0] * info.image_shape[1] * info.image_shape[2]
 
     # ---- parse ------------------------------------------------------------------
     def parse(self, raw: RawRequest) -> Parsed:
@@ -71,13 +73,20 @@ class Score(Operation):
         return Parsed(x, p, variant=p.mode)
 
     def _check(self, body, field: str) -> None:
+        if self.cal is None:
+            raise RequestError(
+                "unsupported",
+                "model",
+                f"{self.info.name} has no score calibration: register it with --data "
+                "(python -m serving.register ... --data IMAGES) to fit one",
+            )
         if body.error_map and body.mode == LATENT:
             raise RequestError(
                 "invalid_field", field, "error_map needs a reconstruction: mode full, not latent"
             )
 
     def example(self, n: int) -> torch.Tensor:
-        return torch.zeros(n, 1, *self.info.image_hw)
+        return torch.zeros(n, *self.info.image_shape)
 
     # ---- run --------------------------------------------------------------------
     def forward(self, x: torch.Tensor, variant: str | None = None) -> Outputs:
@@ -149,8 +158,8 @@ class Score(Operation):
         return f'{{"predictions":[{",".join(items)}],"fpr":{_number(fpr)},"primary":"{main}"}}'
 
     def _error_maps(self, parsed: Parsed, outputs: Outputs) -> np.ndarray:
-        """(n, H, W) |x - reconstruction| in [0, 1]."""
-        return (parsed.x[:, 0] - outputs[2][:, 0].float()).abs().numpy()
+        """(n, H, W) or (n, H, W, C): |x - reconstruction| in [0, 1], per channel."""
+        return channels_last((parsed.x - outputs[2].float()).abs())
 
     # ---- the Open Inference Protocol --------------------------------------------
     def output_names(self, parsed: Parsed) -> tuple[str, ...]:

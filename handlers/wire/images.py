@@ -1,4 +1,9 @@
-"""Images in and out: PNG/JPEG bytes to the model's grayscale pixels, pixels to PNG.
+"""Images in and out: PNG/JPEG bytes to the model's pixels, pixels to PNG.
+
+A model's images are 8-bit grayscale ('L', one channel) or RGB (three), of its
+manifest's size. Arrays here hold them as image libraries do: (H, W) for one
+channel, (H, W, 3) for colour; `handlers.wire.inputs` puts the channel axis first
+for the model.
 
 Pixel scaling is the manifest's (`divide_by`, 255 for the shipped models):
 uint8 / divide_by gives the float images the models saw in training. Every
@@ -65,22 +70,36 @@ def plain_gray_png(data: bytes, hw: tuple[int, int]) -> bytes | None:
     return None
 
 
-def _to_gray(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit grayscale 'L'; transparency composites onto black."""
+def _flatten(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer images -> 'L'; transparency composited onto black (RGBA)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img).astype(np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
         return Image.fromarray(np.clip(np.rint(arr / peak * 255), 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    return img.convert("L")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return img
+
+
+def _to_gray(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit grayscale 'L'; transparency composites onto black."""
+    return _flatten(img).convert("L")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit 'RGB' (grayscale replicated); transparency onto black."""
+    return _flatten(img).convert("RGB")
+
+
+CONVERT = {"L": _to_gray, "RGB": _to_rgb}
 
 
 def read_image(
-    data: bytes, hw: tuple[int, int], field: str, limits: Limits
+    data: bytes, hw: tuple[int, int], field: str, limits: Limits, mode: str = "L"
 ) -> tuple[np.ndarray, dict | None]:
-    """PNG/JPEG bytes -> (H x W uint8 grayscale, converted_from or None).
+    """PNG/JPEG bytes -> (uint8 pixels of `mode` and size `hw`: H x W for 'L', H x W x 3
+    for 'RGB'; converted_from or None).
 
     No float work: scaling happens once per request (`scale_pixels`).
     """
@@ -91,18 +110,18 @@ def read_image(
             f"{len(data)} bytes; an image may have at most {limits.max_image_bytes} bytes",
         )
     h, w = hw
-    idat = plain_gray_png(data, hw)
+    idat = plain_gray_png(data, hw) if mode == "L" else None
     if idat is not None:
         try:
             img = Image.frombytes("L", (w, h), idat, "zip", "L")
         except (OSError, ValueError, zlib.error) as err:
             raise RequestError("bad_image", field, f"image could not be decoded: {err}") from None
         return np.frombuffer(img.tobytes(), dtype=np.uint8).reshape(h, w), None
-    return read_image_with_pillow(data, hw, field, limits)
+    return read_image_with_pillow(data, hw, field, limits, mode)
 
 
 def read_image_with_pillow(
-    data: bytes, hw: tuple[int, int], field: str, limits: Limits
+    data: bytes, hw: tuple[int, int], field: str, limits: Limits, mode: str = "L"
 ) -> tuple[np.ndarray, dict | None]:
     """`read_image` through Pillow's full path: any PNG or JPEG, converted if needed."""
     try:
@@ -122,12 +141,13 @@ def read_image_with_pillow(
         img.load()
         h, w = hw
         converted = None
-        if img.mode != "L" or img.size != (w, h):
+        if img.mode != mode or img.size != (w, h):
             converted = {"mode": img.mode, "width": width, "height": height}
-            img = _to_gray(img)
+            img = CONVERT[mode](img)
             if img.size != (w, h):
                 img = img.resize((w, h), Image.Resampling.LANCZOS)
-        arr = np.frombuffer(img.tobytes(), dtype=np.uint8).reshape(h, w)
+        shape = (h, w) if mode == "L" else (h, w, 3)
+        arr = np.frombuffer(img.tobytes(), dtype=np.uint8).reshape(shape)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise RequestError("bad_image", field, f"image could not be decoded: {err}") from None
     return arr, converted
@@ -148,8 +168,8 @@ def to_uint8(pixels: np.ndarray, scale: float) -> np.ndarray:
 
 
 def write_png(pixels: np.ndarray, scale: float) -> str:
-    """H x W floats in [0, 1] -> base64 of an 8-bit grayscale PNG."""
+    """H x W (grayscale) or H x W x 3 (RGB) floats in [0, 1] -> base64 of an 8-bit PNG."""
     arr = to_uint8(pixels, scale)
     buf = io.BytesIO()
-    Image.fromarray(arr, "L").save(buf, format="PNG")
+    Image.fromarray(arr, "L" if arr.ndim == 2 else "RGB").save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")

@@ -66,19 +66,33 @@ def read_base64(text: str, field: str, limits: Limits) -> bytes:
 
 
 def read_pixels(
-    rows: list[list[float]], hw: tuple[int, int], value_range: tuple[float, float], field: str
+    rows: list, shape: tuple[int, int, int], value_range: tuple[float, float], field: str
 ) -> np.ndarray:
-    """Validated nested list -> H x W float32; exact shape and range or a 400."""
-    h, w = hw
-    if len(rows) != h:
+    """Validated nested list -> (C, H, W) float32: H x W lists for one channel, H x W x C
+    for colour; exact shape and range or a 400."""
+    c, h, w = shape
+    want = f"{h} x {w}" if c == 1 else f"{h} x {w} x {c}"
+    nested = bool(rows) and bool(rows[0]) and isinstance(rows[0][0], list)
+    if rows and rows[0] and nested != (c > 1):  # colour for a one-channel model, or vice versa
+        model = "one-channel" if c == 1 else f"{c}-channel"
+        got = "lists of pixels" if nested else "numbers"
         raise RequestError(
-            "wrong_shape", field, f"expected {h} rows of {w} values, got {len(rows)}"
+            "wrong_shape", field, f"expected {want} values (a {model} model), got {got}"
         )
+    if len(rows) != h:
+        raise RequestError("wrong_shape", field, f"expected {h} rows, got {len(rows)}")
     for r, row in enumerate(rows):
         if len(row) != w:
             raise RequestError(
-                "wrong_shape", f"{field}[{r}]", f"expected {w} values, got {len(row)}"
+                "wrong_shape", f"{field}[{r}]", f"expected {w} pixels, got {len(row)}"
             )
-    arr = np.asarray(rows, dtype=np.float64)
+    try:
+        arr = np.asarray(rows, dtype=np.float64)
+    except ValueError:  # ragged pixels, or numbers and lists mixed
+        arr = None
+    if arr is None or arr.shape != ((h, w) if c == 1 else (h, w, c)):
+        got = "ragged lists" if arr is None else " x ".join(map(str, arr.shape))
+        raise RequestError("wrong_shape", field, f"expected {want} values, got {got}")
     check_range(arr, value_range, field)
-    return arr.astype(np.float32)
+    arr = arr.astype(np.float32)
+    return arr[None] if c == 1 else np.ascontiguousarray(arr.transpose(2, 0, 1))

@@ -10,9 +10,9 @@ tests validate real answers against them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from handlers.limits import LIMITS
@@ -20,6 +20,23 @@ from handlers.limits import LIMITS
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 Format = Literal["png", "array"]
+
+
+def _pixel_layout(value: Any) -> str:
+    """'colour' for H x W x C lists (the first pixel is a list), else 'gray' (H x W)."""
+    try:
+        return "colour" if isinstance(value[0][0], list) else "gray"
+    except (TypeError, IndexError, KeyError):
+        return "gray"  # the gray branch's own error then names what is wrong
+
+
+# H x W (one channel) or H x W x C (colour) values: one branch is validated, chosen by
+# the nesting, so an error names one path and is counted once (PIXEL_TAGS leave the path)
+Pixels = Annotated[
+    Annotated[list[list[float]], Tag("gray")] | Annotated[list[list[list[float]]], Tag("colour")],
+    Discriminator(_pixel_layout),
+]
+PIXEL_TAGS = ("gray", "colour")
 
 
 def _seed():
@@ -39,11 +56,13 @@ class ImageInstance(BaseModel):
     image_b64: str | None = Field(
         default=None,
         description="PNG or JPEG bytes, base64 (a `data:image/...;base64,` prefix is allowed). "
-        "Other sizes and colour modes are converted to the model's grayscale H x W",
+        "Other sizes and colour modes are converted to the model's mode (grayscale or RGB) "
+        "and size",
     )
-    pixels: list[list[float]] | None = Field(
+    pixels: Pixels | None = Field(
         default=None,
-        description="H x W grayscale values in [0, 1] (exactly the model's image size)",
+        description="values in [0, 1] of exactly the model's image shape: H x W for a "
+        "one-channel model, H x W x C for a colour one",
     )
 
     @model_validator(mode="after")
@@ -140,9 +159,12 @@ class EncodeResponse(BaseModel):
 
 
 class ImagePrediction(BaseModel):
-    image_b64: str | None = Field(default=None, description="format png: base64 PNG, 8-bit gray")
-    pixels: list[list[float]] | None = Field(
-        default=None, description="format array: H x W floats in [0, 1], 6 decimals"
+    image_b64: str | None = Field(
+        default=None, description="format png: base64 PNG, 8-bit gray or RGB (the model's mode)"
+    )
+    pixels: Pixels | None = Field(
+        default=None,
+        description="format array: H x W (one channel) or H x W x C floats in [0, 1], 6 decimals",
     )
 
 

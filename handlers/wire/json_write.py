@@ -61,7 +61,8 @@ def write_float_arrays(rows: np.ndarray) -> list[str]:
 
 
 def write_images(pixels: np.ndarray, fmt: str, scale: float) -> list[dict]:
-    """(n, H, W) floats in [0, 1] -> n predictions: base64 PNG, or pixel lists ("array")."""
+    """(n, H, W) or (n, H, W, C) floats in [0, 1] -> n predictions: base64 PNG, or pixel
+    lists ("array")."""
     if fmt == "array":
         return [{"pixels": np.round(a.astype(np.float64), 6).tolist()} for a in pixels]
     return [{"image_b64": write_png(a, scale)} for a in pixels]

@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from handlers.errors import RequestError, json_path
+from handlers.wire.json_schemas import PIXEL_TAGS
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -61,7 +62,7 @@ def validation_error(err: ValidationError) -> RequestError:
     """pydantic's first error as our 400, with the count of the others."""
     errors = err.errors(include_url=False)
     first = errors[0]
-    field = json_path(first["loc"])
+    field = json_path(first["loc"], {"pixels": PIXEL_TAGS})
     code = _CODES.get(first["type"], "invalid_field")
     if (first["type"], field) in (("too_long", "instances"), ("less_than_equal", "n")):
         code = "too_many_items"

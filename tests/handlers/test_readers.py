@@ -18,6 +18,7 @@ from handlers.wire.request import RawRequest, is_image_body, media_type
 from tests.handlers.tiny import rejects
 
 HW = (28, 28)
+SHAPE = (1, 28, 28)
 
 
 def png_bytes(arr: np.ndarray) -> bytes:
@@ -165,14 +166,14 @@ def test_base64():
 # ---- base64 and pixel arrays ---------------------------------------------------
 def test_pixels_shape_and_range():
     ok = np.full(HW, 0.5).tolist()
-    assert read_pixels(ok, HW, (0.0, 1.0), "p").shape == HW
-    rejects("wrong_shape", "p", read_pixels, ok[:27], HW, (0.0, 1.0), "p")
+    assert read_pixels(ok, SHAPE, (0.0, 1.0), "p").shape == SHAPE
+    rejects("wrong_shape", "p", read_pixels, ok[:27], SHAPE, (0.0, 1.0), "p")
     ragged = [row[:] for row in ok]
     ragged[3] = ragged[3][:27]
-    rejects("wrong_shape", "p[3]", read_pixels, ragged, HW, (0.0, 1.0), "p")
+    rejects("wrong_shape", "p[3]", read_pixels, ragged, SHAPE, (0.0, 1.0), "p")
     high = [row[:] for row in ok]
     high[2][5] = 1.5
-    err = rejects("out_of_range", "p[2][5]", read_pixels, high, HW, (0.0, 1.0), "p")
+    err = rejects("out_of_range", "p[2][5]", read_pixels, high, SHAPE, (0.0, 1.0), "p")
     assert "1.5" in err.message
 
 
@@ -181,3 +182,31 @@ def test_is_image_body():
     assert is_image_body(RawRequest(png, None))  # magic bytes, no content type
     assert is_image_body(RawRequest(b"xx", "image/jpeg"))
     assert not is_image_body(RawRequest(b"{}", "application/json"))
+
+
+def test_colour_pixels_are_h_x_w_x_c_and_come_back_channels_first():
+    rgb = np.random.default_rng(0).random((5, 7, 3))
+    got = read_pixels(rgb.tolist(), (3, 5, 7), (0.0, 1.0), "p")
+    assert got.shape == (3, 5, 7) and np.allclose(got, rgb.transpose(2, 0, 1), atol=1e-7)
+    gray = np.full((5, 7), 0.5).tolist()
+    rejects("wrong_shape", "p", read_pixels, gray, (3, 5, 7), (0.0, 1.0), "p")  # no channels
+    rejects("wrong_shape", "p", read_pixels, rgb.tolist(), (1, 5, 7), (0.0, 1.0), "p")
+    two = rgb[..., :2].tolist()  # two values a pixel
+    err = rejects("wrong_shape", "p", read_pixels, two, (3, 5, 7), (0.0, 1.0), "p")
+    assert "5 x 7 x 3" in err.message and "5 x 7 x 2" in err.message
+    ragged = rgb.tolist()
+    ragged[1][2] = [0.1, 0.2]
+    rejects("wrong_shape", "p", read_pixels, ragged, (3, 5, 7), (0.0, 1.0), "p")
+
+
+def test_a_bad_colour_pixel_is_named_without_the_union_branch():
+    body = b'{"instances": [{"pixels": [[[0.1, 0.2, 0.3], [0.1, "x", 0.3]]]}]}'
+    rejects("invalid_field", "instances[0].pixels[0][1][1]", read_json, RawRequest(body),
+            EncodeRequest, LIMITS)  # fmt: skip
+    nan = b'{"instances": [{"pixels": [[0.5, NaN]]}]}'
+    err = rejects(
+        "not_finite", "instances[0].pixels[0][1]", read_json, RawRequest(nan), EncodeRequest, LIMITS
+    )
+    assert "more error" not in err.message  # one branch validated, one error
+    extra = b'{"n": 1, "colour": 1}'  # a field named like a branch is still named
+    rejects("invalid_field", "colour", read_json, RawRequest(extra), SampleRequest, LIMITS)

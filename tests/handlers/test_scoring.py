@@ -71,17 +71,26 @@ def test_calibration_round_trip_gives_uniform_p_values_on_the_held_out_set(vae_d
     assert np.all(np.diff(cal.p_values(s), axis=0) <= 0)
 
 
-def test_manifests_without_or_with_broken_calibration_fail_at_load(vae_dir, tmp_path):
+def test_broken_calibration_fails_at_load_and_none_answers_400(vae_dir, tmp_path):
     broken = shutil.copytree(vae_dir, tmp_path / "m")
     manifest = json.loads((broken / MANIFEST).read_text())
     manifest["calibration"]["quantiles"]["complexity"].reverse()
     (broken / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="not increasing"):
         Engine.from_dir(broken, "score")
-    del manifest["calibration"]
+    manifest["calibration"]["levels"] = "nope"
     (broken / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="make calibrate"):
         Engine.from_dir(broken, "score")
+    # a model registered without data has no calibration: it loads, and each request
+    # gets a 400 that says what the model lacks (the worker stays up for other models)
+    del manifest["calibration"]
+    (broken / MANIFEST).write_text(json.dumps(manifest))
+    engine = Engine.from_dir(broken, "score")
+    (reply,), _ = engine.handle([score_json(IMAGES)])
+    err = json.loads(reply.body)["error"]
+    assert reply.status == 400 and err["code"] == "unsupported", err
+    assert "no score calibration" in err["message"] and "--data" in err["message"]
 
 
 def test_auroc_and_auprc_on_known_cases():

@@ -34,16 +34,24 @@ def export_fixture(out: Path, kind: str, latent_dim: int = 8, seed: int = 0) -> 
     return out
 
 
-def fixture_images(n: int = 300, seed: int = 0) -> np.ndarray:
-    """(n, 28, 28) uint8 blobs of varied brightness: stand-ins for a validation split."""
+def fixture_images(
+    n: int = 300, seed: int = 0, channels: int | None = None, hw: tuple[int, int] = (28, 28)
+) -> np.ndarray:
+    """(n, 28, 28) uint8 blobs of varied brightness: stand-ins for a validation split;
+    with `channels`, (n, C, H, W) blobs of that size (H and W multiples of 4)."""
     rng = np.random.default_rng(seed)
-    coarse = rng.random((n, 7, 7)) * rng.random((n, 1, 1))
-    return np.rint(np.kron(coarse, np.ones((4, 4))) * 255).astype(np.uint8)
+    h, w = hw[0] // 4, hw[1] // 4
+    coarse = rng.random((n, channels or 1, h, w)) * rng.random((n, 1, 1, 1))
+    out = np.rint(np.kron(coarse, np.ones((4, 4))) * 255).astype(np.uint8)
+    return out if channels else out[:, 0]
 
 
-def calibrate_fixture(model_dir: Path, seed: int = 0) -> dict:
+def calibrate_fixture(
+    model_dir: Path, seed: int = 0, channels: int | None = None, hw: tuple[int, int] = (28, 28)
+) -> dict:
     """The score calibration of a fixture export, on `fixture_images` (the real code path)."""
-    return calibrate(model_dir, fixture_images(seed=seed), {"dataset": "fixture images"})
+    images = fixture_images(seed=seed, channels=channels, hw=hw)
+    return calibrate(model_dir, images, {"dataset": "fixture images"})
 
 
 def packaged_copy(model_dir: Path, dest: Path) -> Path:
