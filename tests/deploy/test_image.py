@@ -277,6 +277,19 @@ def test_encode_decode_sample_through_the_gateway(pod):
     assert first.json() == again.json(), "the same seed must give the same samples"
 
 
+def test_model_metadata_through_the_gateway(pod):
+    """The image's frontend agent answers the Open Inference Protocol's metadata."""
+    headers = {"Authorization": f"Bearer {pod.key}"}
+    r = requests.get(f"{pod.gateway.url}/v2/models/{MODEL}-encode", headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+    meta = r.json()
+    assert meta["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": [-1, 28, 28]}]
+    assert meta["parameters"]["image_shape"] == [1, 28, 28]
+    url = f"{pod.gateway.url}/v2/models/{MODEL}-decode/ready"
+    ready = requests.get(url, headers=headers, timeout=60)
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
 def test_the_gateway_refuses_requests_without_a_valid_key(pod):
     body = {"instances": [{"z": [0.0] * 32}]}
     for key in (None, "not-a-key"):

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from paths import DEPLOY
+from paths import AGENT_JAR, DEPLOY, IMAGE_AGENT_JAR
 from serving.properties import Ports, read_properties
 from tests.support.tools import require_tools
 
@@ -57,6 +57,8 @@ def production_config(dst: Path, ports: Ports, store: Path) -> Path:
         | {
             "model_store": str(store),
             "metrics_config": str(METRICS_CONFIG),
+            # the image's agent path, as built on this host
+            "vmargs": shipped["vmargs"].replace(IMAGE_AGENT_JAR, str(AGENT_JAR)),
         }
     )
     for key, value in rewrites.items():

@@ -304,3 +304,51 @@ def test_a_json_api_body_on_the_v2_route_is_answered_by_the_json_api(torchserve,
     got = np.array([p["z_mean"] for p in resp.json()["predictions"]], dtype=np.float32)
     want = json_encode(torchserve, vae.name, images)["z_mean"]
     np.testing.assert_allclose(got, want, rtol=0, atol=LATENT_ATOL)
+
+
+# ---- health and model metadata (the frontend agent, deploy/agent/) ------------------
+def test_server_health_and_metadata_through_tritonclient(torchserve, client):
+    assert client.is_server_live() and client.is_server_ready()
+    meta = client.get_server_metadata()
+    assert meta["name"] == "latentserve" and "binary_tensor_data" in meta["extensions"]
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_model_metadata_states_the_shapes(torchserve, client, kind):
+    model = torchserve.model(kind)
+    c, h, w = model.image_shape
+    image = [-1, h, w] if c == 1 else [-1, h, w, c]
+    d = model.latent_dim
+    for op in ("encode", "decode", "sample", "score"):
+        name = f"{model.name}-{op}"
+        assert client.is_model_ready(name)
+        assert client.is_model_ready(name, model_version="1.0")
+        meta = client.get_model_metadata(name)
+        assert meta["name"] == name and meta["versions"] == ["1.0"]
+        assert meta["platform"] == "latentserve"
+        params = meta["parameters"]
+        assert params["image_shape"] == [c, h, w] and params["latent_dim"] == d
+        assert (params["model"], params["operation"], params["kind"]) == (model.name, op, kind)
+        inputs = {t["name"]: t for t in meta["inputs"]}
+        outputs = {t["name"]: t for t in meta["outputs"]}
+        if op in ("encode", "score"):
+            assert inputs["image"] == {"name": "image", "datatype": "UINT8", "shape": image}
+        if op == "encode":
+            assert outputs["z_mean"]["shape"] == [-1, d]
+            assert ("z_log_var" in outputs) == (kind == "vae")
+        if op == "decode":
+            assert inputs["z"]["shape"] == [-1, d] and outputs["image"]["shape"] == image
+        if op == "sample":
+            assert inputs == {} and outputs["image"]["shape"] == image
+
+
+def test_unknown_models_and_versions_are_404(torchserve, client, vae):
+    from tritonclient.utils import InferenceServerException
+
+    for call in (
+        lambda: client.get_model_metadata("no-such-model"),
+        lambda: client.get_model_metadata(f"{vae.name}-encode", model_version="7"),
+    ):
+        with pytest.raises(InferenceServerException, match="not served here"):
+            call()
+    assert not client.is_model_ready("no-such-model")
