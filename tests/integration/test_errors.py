@@ -167,8 +167,8 @@ CASES = [
         "encode",
         "vae",
         lambda d: dumps({"instances": [{"pixels": [pixels()]}]}),
-        "invalid_field",
-        "instances[0].pixels[0][0]",
+        "wrong_shape",  # a colour image's nesting, for a one-channel model
+        "instances[0].pixels",
     ),
     case(
         "nan-pixel",

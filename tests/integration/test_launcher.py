@@ -68,11 +68,20 @@ def test_printed_curl_examples_work(torchserve, tmp_path, capsys):
 
 
 def test_a_model_that_cannot_load_fails_fast_with_its_log(tmp_path):
-    """A broken export makes wait_ready fail with the worker's traceback, not hang."""
+    """A broken export makes wait_ready fail with the worker's traceback, not hang.
+
+    (A manifest the handlers cannot read stops `make archive` already, naming the model;
+    a model file that is not the one the manifest lists is found only when it loads.)"""
     broken = export_fixture(tmp_path / "models" / "broken", "vae", latent_dim=2)
     manifest = json.loads((broken / "manifest.json").read_text())
     manifest["prior"] = {"type": "laplace"}
     (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match="broken: .*unknown prior type 'laplace'"):
+        build_archives(broken.parent, tmp_path / "store", log=lambda *_: None)
+    manifest["prior"] = {"type": "standard_normal"}
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with (broken / "decoder.pt").open("ab") as f:  # no longer the file the manifest lists
+        f.write(b"tampered")
     build_archives(broken.parent, tmp_path / "store", log=lambda *_: None)
     server = TorchServeProcess(
         run_dir=tmp_path / "run",
@@ -86,7 +95,7 @@ def test_a_model_that_cannot_load_fails_fast_with_its_log(tmp_path):
         with pytest.raises(ServeError, match="failed to load") as info:
             server.wait_ready(timeout=120)
         assert time.monotonic() - started < 60
-        assert "unknown prior type 'laplace'" in str(info.value)
+        assert "decoder.pt: sha256" in str(info.value), info.value
     finally:
         server.stop()
     assert server.pid() is None
