@@ -5,6 +5,7 @@ Needs numpy, Pillow and requests only (no torch), so any service can use it.
 
 from client.api import DEFAULT_URL, LatentClient
 from client.errors import InputError, LatentServeError
+from client.metadata import ModelInfo
 from client.results import Encoded, Stats
 from client.retry import RetryPolicy
 from client.scores import Scored
@@ -15,6 +16,7 @@ __all__ = [
     "InputError",
     "LatentClient",
     "LatentServeError",
+    "ModelInfo",
     "RetryPolicy",
     "Scored",
     "Stats",

@@ -11,10 +11,17 @@ is a `LatentServeError`, which carries the server's own message. Timeouts are
 retried because TorchServe 0.12 can leave a request unanswered when its worker
 dies (loadtests/README.md, "Worker kill"); every operation is idempotent, so a
 retry is safe.
+
+The model's image shape (C, H, W) comes from the server: before its first request
+to an operation the client fetches `GET /v2/models/<model>-<op>` (the Open
+Inference Protocol's model metadata, over either protocol) once and keeps it
+(`model_info`, client/metadata.py). Inputs are converted to that shape, answers
+must have it, and requests of large images carry fewer items (client/limits.py).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -26,9 +33,10 @@ import numpy as np
 import requests
 from PIL import Image
 
-from client import inputs, scores
+from client import inputs, metadata, scores
 from client.errors import InputError, LatentServeError
-from client.limits import MAX_ITEMS, MAX_N, MAX_SEED
+from client.limits import MAX_ITEMS, MAX_SEED, items_per_request, max_items, max_n
+from client.metadata import ModelInfo
 from client.protocols import PROTOCOLS, Images, Reply, Request
 from client.results import Encoded, Progress, Stats, join_arrays, join_images
 from client.retry import RetryPolicy, retry_status, run_ordered, split
@@ -49,8 +57,11 @@ class LatentClient:
     TorchServe's token authorization is on; `timeout` seconds to connect and to
     read one answer; `batch_size` items per request (<= MAX_ITEMS); `concurrency`
     requests in flight; `retry` the RetryPolicy; `protocol` "v2" (the Open
-    Inference Protocol, binary tensors) or "json" (latentserve's JSON API). Use
-    it as a context manager or call `close()` to release the connections.
+    Inference Protocol, binary tensors) or "json" (latentserve's JSON API);
+    `image_shape` (C, H, W) the model's image shape for a server that gives no
+    metadata (an old server: see client/metadata.py; where the server does give
+    it, the two must agree). Use it as a context manager or call `close()` to
+    release the connections.
     """
 
     def __init__(
@@ -64,6 +75,7 @@ class LatentClient:
         concurrency: int = DEFAULT_CONCURRENCY,
         retry: RetryPolicy | None = None,
         protocol: str = "v2",
+        image_shape: Sequence[int] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if protocol not in PROTOCOLS:
@@ -73,6 +85,7 @@ class LatentClient:
             raise ValueError(f"batch_size must be in [1, {MAX_ITEMS}], got {batch_size}")
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.image_shape = None if image_shape is None else metadata.check_shape(tuple(image_shape))
         self.base_url = base_url.rstrip("/")
         self.model, self.timeout = model, timeout
         self.batch_size, self.concurrency = batch_size, concurrency
@@ -86,6 +99,8 @@ class LatentClient:
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._infos: dict[str, ModelInfo] = {}  # by operation: the model's metadata
+        self._info_lock = threading.Lock()  # one metadata GET at a time
         self.last_seed: int | None = None  # the seed of the last sample() call
 
     # ---- life cycle -----------------------------------------------------------
@@ -135,16 +150,33 @@ class LatentClient:
         resp = self._session().post(url, data=body, headers=headers, timeout=self.timeout)
         return resp.status_code, resp.headers, resp.content
 
+    def _get_once(self, url: str) -> tuple[int, dict, bytes]:
+        """One HTTP GET -> (status, headers, body); raises requests' connection errors."""
+        resp = self._session().get(url, timeout=self.timeout)
+        return resp.status_code, resp.headers, resp.content
+
     def post(self, operation: str, request: Request, items: int) -> Reply:
         """POST one request to `<model>-<operation>`, retrying idempotent failures."""
         url = self.url(operation)
         body, headers = request
+        status, reply_headers, content, attempts = self._attempts(
+            url, lambda: self._post_once(url, body, headers), "requests"
+        )
+        if status == 200:
+            return Reply(content, reply_headers, url, f"{self.model}-{operation}", items)
+        raise LatentServeError.from_response(status, content, url, attempts)
+
+    def _attempts(
+        self, url: str, once: Callable[[], tuple[int, dict, bytes]], counter: str
+    ) -> tuple[int, dict, bytes, int]:
+        """`once` until it answers something not to retry -> (status, headers, body,
+        attempts); connection errors after the last retry raise LatentServeError."""
         attempt = 0
         while True:
             attempt += 1
-            self.stats.add(requests=1)
+            self.stats.add(**{counter: 1})
             try:
-                status, reply_headers, content = self._post_once(url, body, headers)
+                status, reply_headers, content = once()
             except (
                 requests.Timeout,
                 requests.ConnectionError,
@@ -159,16 +191,73 @@ class LatentClient:
                     raise LatentServeError(why, url=url, attempts=attempt) from err
                 self._backoff(attempt, None)
                 continue
-            if status == 200:
-                return Reply(content, reply_headers, url, f"{self.model}-{operation}", items)
-            if self.retry.should_retry(attempt, retry_status(status, content)):
+            if status != 200 and self.retry.should_retry(attempt, retry_status(status, content)):
                 self._backoff(attempt, reply_headers.get("Retry-After"))
                 continue
-            raise LatentServeError.from_response(status, content, url, attempt)
+            return status, reply_headers, content, attempt
 
     def _backoff(self, attempt: int, retry_after: str | None) -> None:
         self.stats.add(retries=1)
         self._sleep(self.retry.delay(attempt, retry_after))
+
+    # ---- the model's metadata --------------------------------------------------
+    def metadata_url(self, operation: str) -> str:
+        return f"{self.base_url}/v2/models/{self.model}-{operation}"
+
+    def model_info(self, operation: str = "encode") -> ModelInfo:
+        """The model behind `<model>-<operation>`: kind, latent_dim, image_shape (C, H, W),
+        pixel_scale, from the server's metadata (fetched once per operation, then kept).
+
+        A server without the metadata endpoint (404) gets the shape given as
+        `image_shape=`, else a shipped model's (1 x 28 x 28); for any other model that is
+        a `LatentServeError` saying the server gives no metadata (client/metadata.py).
+        """
+        if operation not in metadata.OPERATIONS:
+            raise ValueError(f"operation must be one of {metadata.OPERATIONS}, got {operation!r}")
+        info = self._infos.get(operation)
+        if info is not None:
+            return info
+        with self._info_lock:  # callers on other threads wait for this one GET
+            info = self._infos.get(operation)
+            if info is None:
+                info = self._fetch_info(operation)
+                self._infos[operation] = info
+        return info
+
+    def _fetch_info(self, operation: str) -> ModelInfo:
+        url = self.metadata_url(operation)
+        status, _, content, attempts = self._attempts(url, lambda: self._get_once(url), "metadata")
+        if status in metadata.NO_METADATA:
+            error = LatentServeError.from_response(status, content, url, attempts)
+            return metadata.fallback(self.model, operation, self.image_shape, error)
+        if status != 200:
+            raise LatentServeError.from_response(status, content, url, attempts)
+        try:
+            doc = json.loads(content)
+        except ValueError:
+            doc = None
+        info = metadata.parse(doc, self.model, operation, url)
+        if self.image_shape is not None and info.image_shape != self.image_shape:
+            raise LatentServeError(
+                f"the server says {self.model}-{operation} has image_shape "
+                f"{list(info.image_shape)}, the client was given {list(self.image_shape)}",
+                status=200,
+                url=url,
+            )
+        return info
+
+    def items_per_request(self, operation: str, images: Any = None) -> int:
+        """The most items one request of `operation` carries: `batch_size` (sample: the
+        server's MAX_N), fewer when the model's images are too large for the server's
+        limits at that count; for encode and score, `images` (as they accept) tells
+        whether float images take more bytes than pixels."""
+        shape = self.model_info(operation).image_shape
+        if operation == "sample":
+            return max_n(shape)
+        if operation == "decode":
+            return min(self.batch_size, max_items(shape))
+        floats = True if images is None else inputs.has_floats(images)
+        return min(self.batch_size, items_per_request(shape, self.protocol.name, floats))
 
     def _map(self, chunks: list[Callable[[], T]]) -> list[T]:
         if len(chunks) == 1:  # no thread hop for a single request
@@ -194,11 +283,12 @@ class LatentClient:
             raise InputError("nothing to encode")
         if sample and seed is None:
             seed = secrets.randbelow(MAX_SEED)
+        shape = self.model_info("encode").image_shape
 
         def task(k: int, start: int, stop: int) -> Callable[[], dict]:
             def run() -> dict:
                 seed_k = (seed + k) % (MAX_SEED + 1) if sample else None
-                request = self.protocol.encode_request(items[start:stop], seed_k)
+                request = self.protocol.encode_request(items[start:stop], seed_k, shape)
                 arrays = self.protocol.read_encoded(
                     self.post("encode", request, stop - start), seed_k
                 )
@@ -209,7 +299,7 @@ class LatentClient:
 
             return run
 
-        ranges = split(len(items), self.batch_size)
+        ranges = split(len(items), self.items_per_request("encode", items))
         parts = self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)])
         z_mean, z_log_var, z = (
             join_arrays([p[name] for p in parts]) for name in ("z_mean", "z_log_var", "z")
@@ -219,30 +309,33 @@ class LatentClient:
     def decode(
         self, z: Sequence[Sequence[float]] | np.ndarray, *, as_array: bool = False
     ) -> list[Image.Image] | np.ndarray:
-        """Latent vectors (N x D, or one vector of D) -> N images.
+        """Latent vectors (N x D, or one vector of D) -> N images of the model's shape.
 
-        Default: PIL 8-bit grayscale images (the server's pixels, round(clip(x, 0, 1) * 255)).
-        `as_array=True`: an (N, H, W) float32 array in [0, 1] (exact float32 over the
-        Open Inference Protocol; 6 decimals over the JSON API).
+        Default: 8-bit PIL images, mode L (one channel) or RGB (the server's pixels,
+        round(clip(x, 0, 1) * 255)). `as_array=True`: a float32 array in [0, 1], (N, H, W)
+        or (N, H, W, C) (exact float32 over the Open Inference Protocol; 6 decimals over
+        the JSON API).
         """
         zs = np.asarray(z, dtype=np.float64)
         if zs.ndim == 1:
             zs = zs[None]
         if zs.ndim != 2 or len(zs) == 0:
             raise InputError(f"z must be N x D (or one vector), got shape {zs.shape}")
+        shape = self.model_info("decode").image_shape
 
         def task(start: int, stop: int) -> Callable[[], Images]:
             def run() -> Images:
                 request = self.protocol.decode_request(zs[start:stop], as_array)
                 result = self.protocol.read_images(
-                    self.post("decode", request, stop - start), as_array
+                    self.post("decode", request, stop - start), as_array, shape=shape
                 )
                 self.stats.add(items=stop - start)
                 return result
 
             return run
 
-        return join_images(self._map([task(a, b) for a, b in split(len(zs), self.batch_size)]))
+        ranges = split(len(zs), self.items_per_request("decode"))
+        return join_images(self._map([task(a, b) for a, b in ranges]))
 
     def sample(
         self,
@@ -252,11 +345,13 @@ class LatentClient:
         *,
         as_array: bool = False,
     ) -> list[Image.Image] | np.ndarray:
-        """`n` images from the prior. Request k (of at most MAX_N images) uses seed + k, so
-        the same (n, seed, temperature) always gives the same images; without a seed
-        one is drawn (then `last_seed` tells it)."""
+        """`n` images from the prior, as `decode` gives them. Request k (of at most MAX_N
+        images, fewer for large images) uses seed + k, so the same (n, seed, temperature)
+        always gives the same images; without a seed one is drawn (then `last_seed`
+        tells it)."""
         if n < 1:
             raise InputError(f"n must be >= 1, got {n}")
+        shape = self.model_info("sample").image_shape
         seed = secrets.randbelow(MAX_SEED) if seed is None else seed
         self.last_seed = seed
 
@@ -267,13 +362,13 @@ class LatentClient:
                     stop - start, seed_k, float(temperature), as_array
                 )
                 reply = self.post("sample", request, stop - start)
-                result = self.protocol.read_images(reply, as_array, seed_k)
+                result = self.protocol.read_images(reply, as_array, seed_k, shape)
                 self.stats.add(items=stop - start)
                 return result
 
             return run
 
-        ranges = split(n, MAX_N)
+        ranges = split(n, self.items_per_request("sample"))
         return join_images(self._map([task(k, a, b) for k, (a, b) in enumerate(ranges)]))
 
     def score(
@@ -292,10 +387,11 @@ class LatentClient:
             raise InputError("nothing to score")
         if mode not in scores.MODES:
             raise InputError(f"mode must be one of {scores.MODES}, got {mode!r}")
+        shape = self.model_info("score").image_shape
 
         def task(start: int, stop: int) -> Callable[[], scores.Scored]:
             def run() -> scores.Scored:
-                request = scores.request(self.protocol.name, items[start:stop], fpr, mode)
+                request = scores.request(self.protocol.name, items[start:stop], fpr, mode, shape)
                 reply = self.post("score", request, stop - start)
                 self.stats.add(items=stop - start)
                 if progress:
@@ -304,4 +400,5 @@ class LatentClient:
 
             return run
 
-        return scores.join(self._map([task(a, b) for a, b in split(len(items), self.batch_size)]))
+        ranges = split(len(items), self.items_per_request("score", items))
+        return scores.join(self._map([task(a, b) for a, b in ranges]))

@@ -1,5 +1,6 @@
-"""`python -m client embed|score|sample|decode`: the client from the command line.
+"""`python -m client embed|score|sample|decode|info`: the client from the command line.
 
+    python -m client info --model cats-vae
     python -m client embed t10k-images-idx3-ubyte.gz --out emb.npy --labels-out labels.npy
     python -m client score t10k-images-idx3-ubyte.gz --out scores.npz --fpr 0.01 --mode full
     python -m client sample --n 64 --seed 1 --out grid.png
@@ -8,9 +9,11 @@
 Requests go over the Open Inference Protocol with binary tensors (--protocol v2,
 the default) or latentserve's JSON API (--protocol json). The server address
 and key come from --url / --token (or --token-file, the key_file.json
-TorchServe writes), defaulting to $LATENTSERVE_URL and $LATENTSERVE_TOKEN. An
-`--out` ending in .npy saves float arrays instead of PNG; score's --out is .npz or
-.csv (client/cli_score.py).
+TorchServe writes), defaulting to $LATENTSERVE_URL and $LATENTSERVE_TOKEN. The
+model's image shape (grayscale or colour, its size) comes from the server's
+metadata (`info` shows it; --image-shape C,H,W for an old server without it). An
+`--out` ending in .npy saves float arrays instead of PNG ((N, H, W), or (N, H, W, C)
+for colour); score's --out is .npz or .csv (client/cli_score.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from client.api import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_URL, Lat
 from client.cli_score import flagged, parse_fpr, parse_out, write_scores
 from client.errors import InputError, LatentServeError
 from client.limits import MAX_ITEMS
+from client.metadata import OPERATIONS, check_shape
 from client.protocols import PROTOCOLS
 from client.retry import RetryPolicy
 from client.scores import MODES
@@ -61,6 +65,7 @@ def make_client(args: argparse.Namespace) -> LatentClient:
             concurrency=args.concurrency,
             retry=RetryPolicy(retries=args.retries),
             protocol=args.protocol,
+            image_shape=args.image_shape,
         )
     except InputError:
         raise
@@ -69,13 +74,15 @@ def make_client(args: argparse.Namespace) -> LatentClient:
 
 
 def grid(images: list[Image.Image], cols: int | None = None, zoom: int = 1) -> Image.Image:
-    """Tile equal-size images row by row (cols defaults to ceil(sqrt(n)))."""
+    """Tile equal-size images row by row (cols defaults to ceil(sqrt(n))), in the mode
+    of the first image (L or RGB), on black."""
     cols = cols or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
     w, h = images[0].size
-    out = Image.new("L", (cols * w, rows * h), 0)
+    mode = images[0].mode
+    out = Image.new(mode, (cols * w, rows * h), 0)
     for i, img in enumerate(images):
-        out.paste(img.convert("L"), ((i % cols) * w, (i // cols) * h))
+        out.paste(img if img.mode == mode else img.convert(mode), ((i % cols) * w, (i // cols) * h))
     if zoom > 1:
         out = out.resize((out.width * zoom, out.height * zoom), Image.Resampling.NEAREST)
     return out
@@ -120,11 +127,21 @@ def read_source(args: argparse.Namespace) -> tuple[Sequence, np.ndarray | None]:
     return items, labels
 
 
-def requests_summary(client: LatentClient) -> str:
+def requests_summary(client: LatentClient, operation: str, items: Sequence) -> str:
+    size = client.items_per_request(operation, items)  # the model's metadata is kept
     return (
-        f"{client.protocol.name}, {client.stats.requests} requests of <= {client.batch_size} "
+        f"{client.protocol.name}, {client.stats.requests} requests of <= {size} "
         f"images, {client.concurrency} in flight, {client.stats.retries} retries"
     )
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        info = client.model_info(args.operation)
+        size = client.items_per_request(args.operation)
+    print(info.describe())
+    print(f"requests of <= {size} images ({client.protocol.name}, --batch-size {args.batch_size})")
+    return 0
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -151,7 +168,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     rate = len(result) / elapsed if elapsed > 0 else float("inf")
     print(
         f"embedded {len(result)} images with {client.model} in {elapsed:.2f} s: "
-        f"{rate:.0f} img/s ({requests_summary(client)})\nwrote {', '.join(written)}"
+        f"{rate:.0f} img/s ({requests_summary(client, 'encode', items)})\n"
+        f"wrote {', '.join(written)}"
     )
     return 0
 
@@ -172,7 +190,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     rate = len(scored) / elapsed if elapsed > 0 else float("inf")
     print(
         f"scored {len(scored)} images with {client.model} ({args.mode}) in {elapsed:.2f} s: "
-        f"{rate:.0f} img/s ({requests_summary(client)})\n{flagged(scored)}\n"
+        f"{rate:.0f} img/s ({requests_summary(client, 'score', items)})\n{flagged(scored)}\n"
         f"wrote {', '.join(written)}"
     )
     return 0
@@ -207,6 +225,15 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        return check_shape(tuple(int(v) for v in text.split(",")))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"--image-shape takes C,H,W (C 1 or 3), got {text!r} ({err})"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -235,9 +262,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="v2",
         help="v2: the Open Inference Protocol, binary tensors (default); json: the JSON API",
     )
+    common.add_argument(
+        "--image-shape",
+        type=parse_shape,
+        help="C,H,W of the model's images, for a server without model metadata (old servers)",
+    )
 
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser(
+        "info", parents=[common], help="the model: kind, latent_dim, image shape (the server's)"
+    )
+    info.add_argument(
+        "--operation", choices=OPERATIONS, default="encode", help="whose metadata (%(default)s)"
+    )
+    info.set_defaults(run=cmd_info)
 
     embed = sub.add_parser("embed", parents=[common], help="images -> z_mean (.npy)")
     embed.add_argument("source", help="an IDX images file, a PNG/JPEG file, or a folder of them")
@@ -272,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, helptext in (("sample", "images from the prior"), ("decode", "z -> image(s)")):
         p = sub.add_parser(name, parents=[common], help=helptext)
-        p.add_argument("--out", required=True, help="PNG grid, or .npy for float arrays")
+        p.add_argument(
+            "--out", required=True, help="PNG grid (L or RGB), or .npy: (N, H, W[, C]) floats"
+        )
         p.add_argument("--cols", type=int, help="grid columns (default: square)")
         p.add_argument("--zoom", type=int, default=1, help="integer upscale of the PNG")
         if name == "sample":

@@ -6,8 +6,11 @@
   predictions out; PNG images as base64).
 
 Each writes one request of a chunk -> (body, headers) and reads its 200 answer ->
-arrays or images, checked (a wrong answer raises `LatentServeError`). The
-splitting, concurrency and retries around them are the client's (client/api.py).
+arrays or images, checked (a wrong answer raises `LatentServeError`). Images are
+the model's shape (C, H, W), from its metadata (client/metadata.py): requests
+carry images of that shape, and answers must have it: PIL images of mode L or
+RGB, arrays (N, H, W) or (N, H, W, C). The splitting, concurrency and retries
+around them are the client's (client/api.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from PIL import Image
 
 from client import inputs
 from client.errors import LatentServeError
-from client.limits import MAX_ABS_LATENT
+from client.inputs import Shape
+from client.limits import BODY_BUDGET, MAX_ABS_LATENT
 from client.results import images, read_answer
 from client.v2 import Expected, read_infer_response, write_infer_request
 
@@ -47,8 +51,8 @@ class JsonApi:
     def path(self, model_name: str) -> str:
         return f"/predictions/{model_name}"
 
-    def encode_request(self, items: Sequence[Any], seed: int | None) -> Request:
-        payload: dict = {"instances": [inputs.to_instance(x) for x in items]}
+    def encode_request(self, items: Sequence[Any], seed: int | None, shape: Shape) -> Request:
+        payload: dict = {"instances": instances(items, shape)}
         if seed is not None:
             payload.update(sample=True, seed=seed)
         return json_body(payload)
@@ -75,8 +79,17 @@ class JsonApi:
         fmt = "array" if as_array else "png"
         return json_body({"n": n, "seed": seed, "temperature": temperature, "format": fmt})
 
-    def read_images(self, reply: Reply, as_array: bool, seed: int | None = None) -> Images:
-        return images(read_answer(reply.body, reply.url, reply.items)["predictions"], as_array)
+    def read_images(
+        self, reply: Reply, as_array: bool, seed: int | None = None, shape: Shape | None = None
+    ) -> Images:
+        preds = read_answer(reply.body, reply.url, reply.items)["predictions"]
+        return images(preds, as_array, shape, reply.url)
+
+
+def instances(items: Sequence[Any], shape: Shape) -> list[dict]:
+    """A chunk of images -> JSON API instances, each within its share of the body."""
+    budget = BODY_BUDGET // max(1, len(items))
+    return [inputs.to_instance(x, shape, budget) for x in items]
 
 
 def json_body(payload: dict) -> Request:
@@ -89,9 +102,9 @@ class V2:
     def path(self, model_name: str) -> str:
         return f"/v2/models/{model_name}/infer"
 
-    def encode_request(self, items: Sequence[Any], seed: int | None) -> Request:
+    def encode_request(self, items: Sequence[Any], seed: int | None, shape: Shape) -> Request:
         params = {} if seed is None else {"sample": True, "seed": seed}
-        return write_infer_request({"image": inputs.to_tensor(items)}, params)
+        return write_infer_request({"image": inputs.to_tensor(items, shape)}, params)
 
     def read_encoded(self, reply: Reply, seed: int | None) -> dict[str, np.ndarray | None]:
         code = Expected(("FP32",), (reply.items, "D"))
@@ -115,9 +128,14 @@ class V2:
         params = {"n": n, "seed": seed, "temperature": temperature, **_image_params(as_array)}
         return write_infer_request({}, params)
 
-    def read_images(self, reply: Reply, as_array: bool, seed: int | None = None) -> Images:
+    def read_images(
+        self, reply: Reply, as_array: bool, seed: int | None = None, shape: Shape | None = None
+    ) -> Images:
+        """The answer's `image`: [N, H, W] or [N, H, W, C] of the model's `shape` (without
+        one, as before metadata: [N, H, W] of any size)."""
         datatype = "FP32" if as_array else "UINT8"
-        expected = {"image": Expected((datatype,), (reply.items, "H", "W"))}
+        dims = ("H", "W") if shape is None else inputs.array_shape(shape)
+        expected = {"image": Expected((datatype,), (reply.items, *dims))}
         pixels = _read(reply, expected, seed)["image"]
         if as_array:
             if not np.all((pixels >= 0.0) & (pixels <= 1.0)):
@@ -127,7 +145,8 @@ class V2:
                     url=reply.url,
                 )
             return pixels
-        return [Image.fromarray(p, "L") for p in pixels]
+        mode = "L" if pixels.ndim == 3 else "RGB"
+        return [Image.fromarray(p, mode) for p in pixels]
 
 
 def _image_params(as_array: bool) -> dict:

@@ -26,8 +26,9 @@ Progress = Callable[[int], None]  # called with the number of items just finishe
 class Stats:
     """Counters over the client's life (thread-safe updates)."""
 
-    requests: int = 0  # HTTP attempts sent
+    requests: int = 0  # HTTP attempts sent (inference requests)
     retries: int = 0
+    metadata: int = 0  # GETs of the model's metadata (one per operation, and retries)
     items: int = 0  # items answered successfully
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -72,11 +73,39 @@ def read_png(b64: str) -> Image.Image:
     return img
 
 
-def images(preds: list[dict], as_array: bool) -> list[Image.Image] | np.ndarray:
-    """decode's or sample's predictions -> PIL images, or one (N, H, W) float32 array."""
-    if as_array:
-        return np.asarray([p["pixels"] for p in preds], dtype=np.float32)
-    return [read_png(p["image_b64"]) for p in preds]
+def images(
+    preds: list[dict],
+    as_array: bool,
+    shape: tuple[int, int, int] | None = None,
+    url: str | None = None,
+) -> list[Image.Image] | np.ndarray:
+    """decode's or sample's predictions -> PIL images (mode L or RGB), or one float32
+    array (N, H, W) or (N, H, W, C); checked against the model's image `shape` (C, H, W)
+    when given."""
+
+    def bad(why: str) -> LatentServeError:
+        return LatentServeError(f"not a valid image answer: {why}", status=200, url=url)
+
+    c, h, w = shape or (None, None, None)
+    try:
+        if as_array:
+            arr = np.asarray([p["pixels"] for p in preds], dtype=np.float32)
+            want = None if shape is None else (len(preds), h, w) + ((c,) if c != 1 else ())
+            if want is not None and arr.shape != want:
+                raise bad(f"pixels of shape {list(arr.shape)}, expected {list(want)}")
+            return arr
+        pngs = [read_png(p["image_b64"]) for p in preds]
+    except (KeyError, TypeError, ValueError, OSError) as err:
+        raise bad(f"an image lacks or mangles {err}") from None
+    if shape is not None:
+        mode = "L" if c == 1 else "RGB"
+        for i, img in enumerate(pngs):
+            if img.mode != mode or img.size != (w, h):
+                raise bad(
+                    f"image {i} is {img.mode} {img.size[0]}x{img.size[1]}, "
+                    f"expected {mode} {w}x{h} (the model's image)"
+                )
+    return pngs
 
 
 def join_arrays(parts: list[np.ndarray | None]) -> np.ndarray | None:

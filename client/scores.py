@@ -16,7 +16,8 @@ import numpy as np
 
 from client import inputs
 from client.errors import LatentServeError
-from client.protocols import Reply, Request, json_body
+from client.inputs import Shape
+from client.protocols import Reply, Request, instances, json_body
 from client.results import read_answer
 from client.v2 import Expected, read_infer_response, write_infer_request
 
@@ -45,11 +46,12 @@ class Scored:
         return len(self.scores)
 
 
-def request(protocol: str, items: Sequence[Any], fpr: float, mode: str) -> Request:
+def request(protocol: str, items: Sequence[Any], fpr: float, mode: str, shape: Shape) -> Request:
+    """One score request of `items`, images of the model's `shape` (C, H, W)."""
     if protocol == "json":
-        instances = [inputs.to_instance(x) for x in items]
-        return json_body({"instances": instances, "fpr": fpr, "mode": mode})
-    return write_infer_request({"image": inputs.to_tensor(items)}, {"fpr": fpr, "mode": mode})
+        return json_body({"instances": instances(items, shape), "fpr": fpr, "mode": mode})
+    params = {"fpr": fpr, "mode": mode}
+    return write_infer_request({"image": inputs.to_tensor(items, shape)}, params)
 
 
 def read(protocol: str, reply: Reply) -> Scored:

@@ -9,6 +9,11 @@
 // Access-Control-Allow-Origin of deploy/config.properties to every answer, so
 // the page can read errors too. The local config has token authorization off;
 // the page sends no key.
+//
+// Nothing here assumes an image size or mode: decode and sample answer PNGs of the
+// model's own mode (grayscale or RGB) and size, which the page shows as they are
+// (CSS keeps their aspect in a fixed box). The model's image shape comes from the
+// points file (make_points records the server's), else from the first decoded PNG.
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -20,7 +25,7 @@ const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 const HISTORY = 8;
 
 const $ = (id) => document.getElementById(id);
-const state = { model: params.get("model"), points: null, view: null, inFlight: false, pending: null };
+const state = { model: params.get("model"), points: null, view: null, inFlight: false, pending: null, imageShape: null };
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -52,6 +57,21 @@ async function call(operation, body) {
 }
 
 const png = (b64) => `data:image/png;base64,${b64}`;
+
+// "1×28×28 grayscale" / "3×64×64 colour", from [C, H, W]
+function showShape(shape) {
+  const [c, h, w] = shape;
+  $("model-image").textContent = `image ${c}×${h}×${w} ${c === 1 ? "grayscale" : "colour"}`;
+  $("model-image").dataset.shape = JSON.stringify(shape);
+  state.imageShape = shape;
+}
+
+// a decoded PNG tells the model's size when the points file does not (its mode is
+// not visible to the page: RGB PNGs of gray pixels look alike, so say "size" only)
+function learnShape(img) {
+  if (state.imageShape || !img.naturalWidth) return;
+  $("model-image").textContent = `image ${img.naturalHeight}×${img.naturalWidth}`;
+}
 
 // ---- the plane ---------------------------------------------------------------
 function makeView(points, canvas) {
@@ -137,6 +157,7 @@ async function pump() {
       const t0 = performance.now();
       const answer = await call("decode", { instances: [{ z }], format: "png" });
       const src = png(answer.predictions[0].image_b64);
+      $("decoded").onload = (e) => learnShape(e.target);
       $("decoded").src = src;
       $("decoded").dataset.z = JSON.stringify(z);
       const label = `z = (${z[0].toFixed(2)}, ${z[1].toFixed(2)})`;
@@ -216,6 +237,9 @@ async function main() {
   state.points = points;
   state.view = makeView(points, $("plane"));
   $("model-name").textContent = state.model;
+  // the points file's shape is its own model's (?model= may name another)
+  const shape = points.image_shape;
+  if (state.model === points.model && Array.isArray(shape) && shape.length === 3) showShape(shape);
   $("points-source").textContent =
     `${points.x.length} ${points.dataset} images encoded by ${points.model} (${POINTS})`;
   legend(points.classes);

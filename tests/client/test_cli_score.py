@@ -12,7 +12,7 @@ import pytest
 
 from client import LatentClient, RetryPolicy, cli
 from tests.client.fake import first_pixel
-from tests.client.v2server import read_request, write_response
+from tests.client.v2server import metadata_doc, read_request, write_response
 
 PROTOCOLS = pytest.mark.parametrize("protocol", ["v2", "json"])
 FULL = ("neg_elbo", "complexity", "mahalanobis", "latent")
@@ -27,6 +27,10 @@ class ScoreServer(LatentClient):
         super().__init__("http://127.0.0.1:9", sleep=lambda s: None, **kwargs)
         self.script = list(script)
         self.sent: list[tuple[int, dict]] = []
+
+    def _get_once(self, url):
+        assert url.endswith("/v2/models/fashion-vae-score"), url
+        return 200, {}, json.dumps(metadata_doc("fashion-vae", "score")).encode()
 
     def _post_once(self, url, body, headers):
         assert url.endswith(("/fashion-vae-score/infer", "/fashion-vae-score")), url

@@ -31,6 +31,22 @@ def exported(server):
 PROTOCOLS = pytest.mark.parametrize("protocol", ["v2", "json"])
 
 
+def test_the_model_info_is_the_servers_or_the_shipped_fallback(server):
+    """The server's metadata where it has the endpoint; an older server answers 404 and
+    the shipped model is taken as 1 x 28 x 28 (client/metadata.py): either way the
+    shape is the manifest's, and nothing is fetched twice."""
+    manifest = server.models[0].manifest
+    with client_for(server) as client:
+        for operation in ("encode", "decode", "sample", "score"):
+            info = client.model_info(operation)
+            assert info.image_shape == tuple(manifest["image_shape"]) == (1, 28, 28)
+            assert (info.kind, info.latent_dim) == (manifest["kind"], manifest["latent_dim"])
+            assert info.source in ("server", "shipped"), info
+            print(f"\n{info.describe()}")
+        client.decode([[0.0, 0.0]])
+        assert client.stats.metadata == 4
+
+
 @PROTOCOLS
 def test_round_trip_matches_the_exported_model_in_order(server, images, exported, protocol):
     enc, dec, manifest = exported
@@ -151,12 +167,16 @@ def test_4xx_raise_one_error_type_with_the_servers_message_and_no_retry(server):
             client.sample(2, seed=1, temperature=9.0)
         assert client.stats.retries == 0
     for protocol in ("json", "v2"):
+        # a model the server does not serve: its metadata GET is answered 404 (by the
+        # metadata endpoint, or by an older server that has none), said before any request
         with (
             LatentClient(server.url, model="nope", protocol=protocol) as client,
             pytest.raises(LatentServeError) as info,
         ):
             client.decode([[0.0, 0.0]])
-        assert info.value.status == 404 and info.value.code == "ModelNotFoundException"
+        err = info.value
+        assert err.status == 404 and "no metadata for nope-decode" in err.message, err
+        assert client.stats.requests == 0
 
 
 def test_v2_4xx_carry_the_servers_message_naming_the_tensor_or_parameter(server):

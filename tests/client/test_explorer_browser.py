@@ -103,6 +103,8 @@ def test_click_two_points_decodes_two_images_live(browser, server, page_origin, 
     browser.get(f"{page_origin}/index.html?api={server.url}")
     wait_for(lambda: browser.execute_script("return document.body.dataset.ready"), what="page")
     assert browser.find_element(By.ID, "model-name").text == EXPLORER_MODEL
+    # the model's image shape, from the points file (the server's, recorded by make_points)
+    assert browser.find_element(By.ID, "model-image").text == "image 1×28×28 grayscale"
 
     # two far-apart classes: the centres of Trouser (1) and Bag (8) points
     labels = np.asarray(points["label"])
@@ -128,6 +130,11 @@ def test_click_two_points_decodes_two_images_live(browser, server, page_origin, 
 
     (img_a, z_a), (img_b, z_b) = decoded
     assert img_a.shape == img_b.shape == (28, 28)
+    # shown at the PNG's own size, scaled into the box (no size assumed by the page)
+    natural = browser.execute_script(
+        "const i = document.getElementById('decoded'); return [i.naturalWidth, i.naturalHeight]"
+    )
+    assert natural == [28, 28]
     assert np.abs(img_a.astype(int) - img_b.astype(int)).mean() > 10, "the two images look alike"
     # the page shows exactly what the service decodes for the clicked points
     with LatentClient(server.url, model=EXPLORER_MODEL) as client:
@@ -169,3 +176,108 @@ def test_server_errors_show_on_the_page(browser, server, page_origin):
     assert "HTTP 404 ModelNotFoundException" in status.text
     logged = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert any("ModelNotFoundException" in m for m in logged), logged
+
+
+# ---- a colour model of another size, from a stand-in API ------------------------
+COLOUR_SHAPE = (3, 24, 40)  # C, H, W: colour, not square, not 28 x 28
+
+
+def colour_png(z) -> str:
+    """A 40 x 24 RGB PNG whose colour tells the point it was decoded at."""
+    c, h, w = COLOUR_SHAPE
+    pixels = np.zeros((h, w, c), np.uint8)
+    pixels[..., 0] = int(abs(z[0]) * 40) % 256
+    pixels[..., 1] = int(abs(z[1]) * 40) % 256
+    pixels[..., 2] = 200
+    pixels[:, : w // 2, 2] = 30  # left and right halves differ: not a plain fill
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def colour_api():
+    """The JSON API of a 2-D colour model, `cats-vae-2d`, as the handlers answer it, and
+    its points file (with CORS for any origin, as TorchServe adds its own)."""
+    import http.server
+    import threading
+
+    points = {
+        "model": "cats-vae-2d",
+        "dataset": "stand-in",
+        "classes": ["cat", "dog"],
+        "image_shape": list(COLOUR_SHAPE),
+        "encoder_sha256": None,
+        "generated_by": "a test",
+        "x": np.linspace(-2, 2, 50).round(3).tolist(),
+        "y": np.linspace(2, -2, 50).round(3).tolist(),
+        "label": [i % 2 for i in range(50)],
+    }
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, doc):
+            body = json.dumps(doc).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self._send(points)
+
+        def do_POST(self):
+            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/predictions/cats-vae-2d-decode":
+                preds = [{"image_b64": colour_png(inst["z"])} for inst in req["instances"]]
+                self._send({"predictions": preds})
+            else:
+                preds = [{"image_b64": colour_png([i, req["seed"]])} for i in range(req["n"])]
+                self._send({"predictions": preds, "seed": req["seed"]})
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_colour_model_of_another_size_shows_its_own_pngs(browser, page_origin, colour_api):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    browser.get_log("browser")  # drop what earlier tests logged
+    browser.get(f"{page_origin}/index.html?api={colour_api}&points={colour_api}/points.json")
+    wait_for(lambda: browser.execute_script("return document.body.dataset.ready"), what="page")
+    assert browser.find_element(By.ID, "model-name").text == "cats-vae-2d"
+    assert browser.find_element(By.ID, "model-image").text == "image 3×24×40 colour"
+
+    canvas = browser.find_element(By.ID, "plane")
+    ActionChains(browser).move_to_element_with_offset(canvas, 40, -60).click().perform()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#history img"), what="decoded")
+    decoded = browser.find_element(By.ID, "decoded")
+    z = json.loads(decoded.get_attribute("data-z"))
+    img = png_pixels(decoded.get_attribute("src"))
+    assert img.shape == (24, 40, 3)  # RGB, H x W as the model makes them
+    assert np.array_equal(img, png_pixels("data:image/png;base64," + colour_png(z)))
+    natural = browser.execute_script(
+        "const i = document.getElementById('decoded'); return [i.naturalWidth, i.naturalHeight]"
+    )
+    assert natural == [40, 24]
+    # kept in its aspect inside the square box
+    fit = browser.execute_script("return getComputedStyle(arguments[0]).objectFit", decoded)
+    assert fit == "contain"
+
+    browser.find_element(By.ID, "sample-button").click()
+    wait_for(
+        lambda: len(browser.find_elements(By.CSS_SELECTOR, "#samples img")) == 16, what="samples"
+    )
+    first = browser.find_element(By.CSS_SELECTOR, "#samples img").get_attribute("src")
+    assert png_pixels(first).shape == (24, 40, 3)
+    assert "error" not in browser.find_element(By.ID, "status").get_attribute("class")
+    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == [], errors

@@ -21,6 +21,8 @@ from client.inputs import (
 )
 from paths import FASHION_TEST_IMAGES as FASHION_TEST
 
+GRAY = (1, 28, 28)  # a shipped model's image shape (C, H, W)
+
 
 def idx_bytes(arr: np.ndarray) -> bytes:
     head = bytes([0, 0, 8, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
@@ -36,10 +38,11 @@ def test_idx_reader_agrees_with_training_parser_on_the_real_test_set():
         pytest.fail(
             f"{FASHION_TEST} missing: run `make setup` (apt-get install dataset-fashion-mnist)"
         )
-    from training.data import _read_bytes, parse_idx
+    from training import data
 
+    read_bytes = getattr(data, "read_bytes", None) or data._read_bytes  # its name moved
     ours = read_idx(FASHION_TEST)
-    theirs = parse_idx(_read_bytes(FASHION_TEST))
+    theirs = data.parse_idx(read_bytes(FASHION_TEST))
     assert ours.shape == (10_000, 28, 28)
     assert np.array_equal(ours, theirs)
     labels = idx_labels_path(FASHION_TEST)
@@ -70,20 +73,20 @@ def test_arrays_expand_to_single_images():
     assert len(mixed) == 5
     assert isinstance(mixed[3], Image.Image) and mixed[4].dtype == np.float64
     assert len(mixed[1:4]) == 3
-    with pytest.raises(InputError, match="N x 1 x H x W"):
-        as_items(np.zeros((2, 3, 28, 28)))
+    with pytest.raises(InputError, match="N x C x H x W"):
+        as_items(np.zeros((2, 5, 28, 28)))
     with pytest.raises(InputError, match="cannot encode a dict"):
         as_items({"a": 1})
 
 
 def test_uint8_travels_as_lossless_png_and_floats_as_pixels():
     img = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
-    inst = to_instance(img)
+    inst = to_instance(img, GRAY)
     assert np.array_equal(png_decode(inst["image_b64"]), img)
     floats = img.astype(np.float32) / 255
-    assert np.array_equal(np.asarray(to_instance(floats)["pixels"], np.float32), floats)
+    assert np.array_equal(np.asarray(to_instance(floats, GRAY)["pixels"], np.float32), floats)
     with pytest.raises(InputError, match="uint8"):
-        to_instance(img.astype(np.int32))
+        to_instance(img.astype(np.int32), GRAY)
 
 
 def test_files_travel_as_their_own_bytes_and_folders_sort(tmp_path):
@@ -94,12 +97,12 @@ def test_files_travel_as_their_own_bytes_and_folders_sort(tmp_path):
     (tmp_path / "notes.txt").write_text("ignored")
     items = as_items(tmp_path)
     assert [p.name for p in items] == ["a.png", "b.png", "c.jpg"]
-    raw = base64.b64decode(to_instance(items[2])["image_b64"])
+    raw = base64.b64decode(to_instance(items[2], GRAY)["image_b64"])
     assert raw == (tmp_path / "coat" / "c.jpg").read_bytes()
     assert source_labels(tmp_path, 3).tolist() == ["bag", "bag", "coat"]
     (tmp_path / "fake.png").write_bytes(b"not an image")
     with pytest.raises(InputError, match="not a PNG or JPEG"):
-        to_instance(tmp_path / "fake.png")
+        to_instance(tmp_path / "fake.png", GRAY)
     with pytest.raises(InputError, match="no such file"):
         as_items(tmp_path / "missing")
 
@@ -142,28 +145,34 @@ def test_images_become_the_pixels_the_server_makes_of_the_same_upload(kind, tmp_
     img = _uploads()[kind]
     path = tmp_path / "up.png"
     img.save(path)
-    server, _ = read_image(path.read_bytes(), (28, 28), "instances[0].image_b64", LIMITS)
-    for item in (path, img):
-        pixels = to_pixels(item)
-        assert pixels.dtype == np.uint8 and pixels.shape == (28, 28)
-        np.testing.assert_array_equal(pixels, server, err_msg=f"{kind} as {type(item).__name__}")
-    jpeg = tmp_path / "up.jpg"
-    img.convert("RGB").save(jpeg, quality=90)
-    server, _ = read_image(jpeg.read_bytes(), (28, 28), "instances[0].image_b64", LIMITS)
-    np.testing.assert_array_equal(to_pixels(jpeg), server)
+    for shape in (GRAY, (3, 40, 40), (3, 28, 20)):
+        c, h, w = shape
+        mode = "L" if c == 1 else "RGB"
+        field = "instances[0].image_b64"
+        server, _ = read_image(path.read_bytes(), (h, w), field, LIMITS, mode)
+        for item in (path, img):
+            pixels = to_pixels(item, shape)
+            want = (h, w) if c == 1 else (h, w, c)
+            assert pixels.dtype == np.uint8 and pixels.shape == want
+            why = f"{kind} as {type(item).__name__} for {shape}"
+            np.testing.assert_array_equal(pixels, server, err_msg=why)
+        jpeg = tmp_path / "up.jpg"
+        img.convert("RGB").save(jpeg, quality=90)
+        server, _ = read_image(jpeg.read_bytes(), (h, w), field, LIMITS, mode)
+        np.testing.assert_array_equal(to_pixels(jpeg, shape), server)
 
 
 def test_tensors_are_uint8_for_8_bit_images_and_float_otherwise(tmp_path):
     batch = np.arange(3 * 28 * 28, dtype=np.uint32).reshape(3, 28, 28).astype(np.uint8)
-    assert to_tensor(batch) is batch  # an IDX file's chunk: no copy
+    assert to_tensor(batch, GRAY) is batch  # an IDX file's chunk: no copy
     path = tmp_path / "a.png"
     Image.fromarray(batch[1], "L").save(path)
-    mixed = to_tensor([batch[0], path, Image.fromarray(batch[2], "L")])
+    mixed = to_tensor([batch[0], path, Image.fromarray(batch[2], "L")], GRAY)
     assert mixed.dtype == np.uint8 and np.array_equal(mixed, batch)
     # uint8 of another size is resized like an upload
-    assert to_tensor([np.zeros((56, 56), np.uint8)]).shape == (1, 28, 28)
+    assert to_tensor([np.zeros((56, 56), np.uint8)], GRAY).shape == (1, 28, 28)
     # floats in [0, 1] go as float32; 8-bit images beside them as uint8 / 255
-    floats = to_tensor([batch[0] / 255.0, batch[1]])
+    floats = to_tensor([batch[0] / 255.0, batch[1]], GRAY)
     assert floats.dtype == np.float32
     np.testing.assert_array_equal(floats[1], batch[1].astype(np.float32) / np.float32(255))
     np.testing.assert_array_equal(floats[0], (batch[0] / 255.0).astype(np.float32))
@@ -171,22 +180,24 @@ def test_tensors_are_uint8_for_8_bit_images_and_float_otherwise(tmp_path):
     for bad in (1.5, -0.1, np.nan):
         img = np.full((28, 28), 0.5)
         img[4, 5] = bad
-        out = to_tensor([img])
+        out = to_tensor([img], GRAY)
         assert out.dtype == np.float64 and np.array_equal(out[0], img, equal_nan=True)
-    assert to_tensor([np.ones((28, 28), bool)]).dtype == np.float32
+    assert to_tensor([np.ones((28, 28), bool)], GRAY).dtype == np.float32
 
 
 def test_tensor_inputs_that_cannot_be_sent_fail_before_sending(tmp_path):
     with pytest.raises(InputError, match="a float image must be 28 x 28"):
-        to_tensor([np.zeros((30, 30), np.float32)])
+        to_tensor([np.zeros((30, 30), np.float32)], GRAY)
+    with pytest.raises(InputError, match="a float image must be 40 x 40 x 3"):
+        to_tensor([np.zeros((40, 40), np.float32)], (3, 40, 40))
     with pytest.raises(InputError, match="integer images must be uint8"):
-        to_tensor([np.zeros((28, 28), np.int32)])
+        to_tensor([np.zeros((28, 28), np.int32)], GRAY)
     with pytest.raises(InputError, match="H x W"):
-        to_pixels(np.zeros((2, 28, 28)))
+        to_pixels(np.zeros((2, 28, 28)), GRAY)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"GIF89a")
     with pytest.raises(InputError, match="not a PNG or JPEG"):
-        to_pixels(bad)
+        to_pixels(bad, GRAY)
     bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(InputError, match="could not be read"):
-        to_pixels(bad)
+        to_pixels(bad, GRAY)

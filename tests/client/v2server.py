@@ -34,6 +34,43 @@ def read_request(body: bytes, headers: dict) -> tuple[dict, dict[str, np.ndarray
     return doc, tensors
 
 
+def metadata_doc(
+    model: str,
+    operation: str,
+    image_shape=(1, 28, 28),
+    kind: str = "vae",
+    latent_dim: int = 2,
+    pixel_scale: float = 255.0,
+) -> dict:
+    """The contract's `GET /v2/models/<model>-<op>` answer (Open Inference Protocol
+    model metadata, latentserve's facts in `parameters`)."""
+    c, h, w = image_shape
+    image = [-1, h, w] if c == 1 else [-1, h, w, c]
+    code = lambda name: {"name": name, "datatype": "FP32", "shape": [-1, latent_dim]}  # noqa: E731
+    pixels = {"name": "image", "datatype": "UINT8", "shape": image}
+    inputs, outputs = {
+        "encode": ([pixels], [code("z_mean")] + [code("z_log_var")] * (kind == "vae")),
+        "decode": ([code("z")], [pixels]),
+        "sample": ([], [pixels]),
+        "score": ([pixels], [{"name": "scores", "datatype": "FP32", "shape": [-1, -1]}]),
+    }[operation]
+    return {
+        "name": f"{model}-{operation}",
+        "versions": ["1.0"],
+        "platform": "latentserve",
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {
+            "model": model,
+            "operation": operation,
+            "kind": kind,
+            "latent_dim": latent_dim,
+            "image_shape": list(image_shape),
+            "pixel_scale": pixel_scale,
+        },
+    }
+
+
 def write_response(
     model_name: str, outputs: dict[str, np.ndarray], parameters=None, binary=True
 ) -> tuple[bytes, dict]:
