@@ -53,5 +53,7 @@ that `python -m loadtests.bench.<module>` and the peer's workers load only their
 - `report` and `plot`: the markdown and the figure, from the result dict alone
   (so a saved JSON can be recomputed and redrawn);
 - `gateway`: apart from the run, the latency the authenticating gateway adds
-  (`python -m loadtests.bench.gateway`, `make bench-gateway`).
+  (`python -m loadtests.bench.gateway`, `make bench-gateway`);
+- `shapes`: apart from the run, encode and decode of a larger colour model beside the
+  shipped 1x28x28 one, in-process (`python -m loadtests.bench.shapes`, `make bench-shapes`).
 """
