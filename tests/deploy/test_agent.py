@@ -27,27 +27,28 @@ def _java(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def _fake_frontend(tmp: Path, method: str) -> Path:
-    """A class of the handler's name with `method` (and nothing else), and a Main that
-    loads it: what the agent would see in a TorchServe of another shape."""
+def _fake_frontend(tmp: Path, method: str, cls: str = HANDLER) -> Path:
+    """A class of the name `cls` (the handler's, or Model's) with `method` (and nothing
+    else), and a Main that loads it: what the agent would see in another TorchServe."""
     src = tmp / "src"
-    (src / Path(HANDLER).parent).mkdir(parents=True)
-    (src / f"{HANDLER}.java").write_text(
+    package, name = cls.rsplit("/", 1)
+    (src / package).mkdir(parents=True)
+    (src / f"{cls}.java").write_text(
         textwrap.dedent(f"""\
-        package org.pytorch.serve.http.api.rest;
-        public class InferenceRequestHandler {{
+        package {package.replace("/", ".")};
+        public class {name} {{
             {method}
         }}
         """)
     )
     (src / "Main.java").write_text(
-        textwrap.dedent("""\
-        public class Main {
-            public static void main(String[] a) throws Exception {
-                Class.forName("org.pytorch.serve.http.api.rest.InferenceRequestHandler");
+        textwrap.dedent(f"""\
+        public class Main {{
+            public static void main(String[] a) throws Exception {{
+                Class.forName("{cls.replace("/", ".")}");
                 System.out.println("loaded");
-            }
-        }
+            }}
+        }}
         """)
     )
     classes = tmp / "classes"
@@ -89,12 +90,45 @@ def test_an_unexpected_class_shape_is_refused_with_a_message(agent, tmp_path, me
     assert "has 0 methods handleRequest" in proc.stderr and "TorchServe 0.12.0" in proc.stderr
 
 
-def test_the_real_frontend_class_is_rewritten(agent, tmp_path):
-    """Loading TorchServe 0.12's own handler class under the agent succeeds (a class the
+# Model with one timed poll too few in pollBatch: the batch-filling call would be missed
+FEW_POLLS = """
+    java.util.concurrent.LinkedBlockingDeque<Object> q =
+        new java.util.concurrent.LinkedBlockingDeque<>();
+    public void pollBatch(String t, long w, java.util.Map<String, Object> m) throws Exception {
+        q.poll(w, java.util.concurrent.TimeUnit.MILLISECONDS);
+        q.poll(w, java.util.concurrent.TimeUnit.MILLISECONDS);
+    }
+    public void pollInferJob(java.util.Map<String, Object> m, int n,
+            java.util.concurrent.LinkedBlockingDeque<Object> d) throws Exception {
+        d.poll(1L, java.util.concurrent.TimeUnit.MILLISECONDS);
+        d.poll(1L, java.util.concurrent.TimeUnit.MILLISECONDS);
+    }
+"""
+
+
+def test_a_model_class_of_another_shape_is_refused(agent, tmp_path):
+    classes = _fake_frontend(tmp_path, FEW_POLLS, "org/pytorch/serve/wlm/Model")
+    proc = _java("java", f"-javaagent:{agent}", "-cp", str(classes), "Main", cwd=tmp_path)
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert "refusing to start" in proc.stderr and "has timed polls" in proc.stderr
+    assert "pollBatch(Ljava/lang/String;JLjava/util/Map;)V=2" in proc.stderr
+
+
+def test_an_unknown_batching_mode_is_refused_at_start(agent, tmp_path):
+    classes = _fake_frontend(tmp_path, "", "example/Unrelated")  # no TorchServe class at all
+    flags = ("-Dlatentserve.batching=fast", f"-javaagent:{agent}")
+    proc = _java("java", *flags, "-cp", str(classes), "Main", cwd=tmp_path)
+    assert proc.returncode == 3 and "loaded" not in proc.stdout, proc.stdout
+    assert "-Dlatentserve.batching=fast: expected greedy or timed" in proc.stderr
+
+
+@pytest.mark.parametrize("cls", [HANDLER, "org/pytorch/serve/wlm/Model"])
+def test_the_real_frontend_classes_are_rewritten(agent, tmp_path, cls):
+    """Loading TorchServe 0.12's own classes under the agent succeeds (a class the
     verifier rejects would throw VerifyError here, long before any request)."""
     (tmp_path / "Main.java").write_text(
         "public class Main { public static void main(String[] a) throws Exception {"
-        f' Class.forName("{HANDLER.replace("/", ".")}"); System.out.println("loaded"); }} }}'
+        f' Class.forName("{cls.replace("/", ".")}"); System.out.println("loaded"); }} }}'
     )
     assert _java("javac", "-d", str(tmp_path), str(tmp_path / "Main.java"), cwd=tmp_path)
     # the frontend's log4j prints a WARNING line of its own on stdout

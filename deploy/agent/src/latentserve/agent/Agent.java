@@ -9,15 +9,16 @@ import java.util.Set;
  *
  * <p>It adds what the Open Inference Protocol requires and TorchServe's frontend lacks: model
  * metadata and readiness, {@code GET /v2/models/<name>[/versions/<v>][/ready]}, answered from
- * the {@code v2-metadata.json} that every latentserve archive carries (see {@link Metadata}).
- * The frontend's request handler is rewritten at load time ({@link Rewrite}); if its class
- * does not have the exact shape this agent was written against, the JVM exits with a message
- * instead of serving without the endpoint.
+ * the {@code v2-metadata.json} that every latentserve archive carries (see {@link Metadata});
+ * and greedy batching ({@link Batching}). The frontend's request handler and {@code Model}
+ * are rewritten at load time ({@link Rewrite}); if a class does not have the exact shape this
+ * agent was written against, the JVM exits with a message instead of serving without them.
  */
 public final class Agent {
     private Agent() {}
 
     public static void premain(String args, Instrumentation inst) {
+        Batching.mode(); // a bad -Dlatentserve.batching stops the JVM now, not at a request
         // The JDK's own ASM is not exported to class-path code: export it to this agent
         // (no --add-exports flag needed on the command line).
         Module base = Object.class.getModule();
@@ -30,5 +31,12 @@ public final class Agent {
                 Set.of(),
                 Map.of());
         inst.addTransformer(new Rewrite(), false);
+    }
+
+    /** Stop the JVM before it serves anything, saying why (exit code 3). */
+    static void refuse(String why) {
+        System.err.println("latentserve-agent: refusing to start: " + why);
+        System.err.flush();
+        Runtime.getRuntime().halt(3);
     }
 }
