@@ -19,8 +19,8 @@ for colour); score's --out is .npz or .csv (client/cli_score.py).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import math
 import os
 import sys
 import time
@@ -28,11 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from client import inputs
 from client.api import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_URL, LatentClient
+from client.cli_files import read_source, save_images
 from client.cli_score import flagged, parse_fpr, parse_out, write_scores
 from client.errors import InputError, LatentServeError
 from client.limits import MAX_ITEMS
@@ -73,60 +72,6 @@ def make_client(args: argparse.Namespace) -> LatentClient:
         raise InputError(str(err)) from None
 
 
-def grid(images: list[Image.Image], cols: int | None = None, zoom: int = 1) -> Image.Image:
-    """Tile equal-size images row by row (cols defaults to ceil(sqrt(n))), in the mode
-    of the first image (L or RGB), on black."""
-    cols = cols or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
-    w, h = images[0].size
-    mode = images[0].mode
-    out = Image.new(mode, (cols * w, rows * h), 0)
-    for i, img in enumerate(images):
-        out.paste(img if img.mode == mode else img.convert(mode), ((i % cols) * w, (i // cols) * h))
-    if zoom > 1:
-        out = out.resize((out.width * zoom, out.height * zoom), Image.Resampling.NEAREST)
-    return out
-
-
-def save_images(images, out: Path, cols: int | None, zoom: int) -> str:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, images)
-        return f"{out} ({' x '.join(map(str, images.shape))} float32)"
-    tiled = grid(images, cols, zoom)
-    tiled.save(out)
-    return f"{out} ({len(images)} image{'s' * (len(images) > 1)}, {tiled.width}x{tiled.height})"
-
-
-def source_labels(source: Path, count: int) -> np.ndarray | None:
-    """Labels of an embed source: the IDX labels file beside it, or class sub-folder names."""
-    if source.is_dir():
-        files = inputs.folder_images(source)
-        return np.asarray([str(p.parent.relative_to(source)) for p in files])
-    labels_path = inputs.idx_labels_path(source) if inputs.is_idx(source) else None
-    if labels_path is None:
-        return None
-    labels = inputs.read_idx(labels_path)
-    if labels.shape != (count,):
-        raise InputError(f"{labels_path}: {labels.shape[0]} labels for {count} images")
-    return labels
-
-
-def read_source(args: argparse.Namespace) -> tuple[Sequence, np.ndarray | None]:
-    """embed's and score's images, and their labels when --labels-out asks for them."""
-    source = Path(args.source)
-    items = inputs.as_items(source)
-    labels = None
-    if args.labels_out:
-        labels = source_labels(source, len(items))
-        if labels is None:
-            raise InputError(
-                f"{source}: no labels found (an IDX images file needs its *-labels-idx1-ubyte "
-                "file beside it; a folder gives its sub-folder names)"
-            )
-    return items, labels
-
-
 def requests_summary(client: LatentClient, operation: str, items: Sequence) -> str:
     size = client.items_per_request(operation, items)  # the model's metadata is kept
     return (
@@ -144,15 +89,27 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def with_progress(args: argparse.Namespace, client: LatentClient, verb: str, items, call):
+    """call(items, progress=...) under a progress bar (none with --quiet) -> (result, s)."""
+    start = time.perf_counter()
+    desc = f"{verb} {client.model}"
+    with tqdm(total=len(items), unit="img", desc=desc, disable=args.quiet) as bar:
+        result = call(items, progress=bar.update)
+    return result, time.perf_counter() - start
+
+
+def save_labels(args: argparse.Namespace, labels: np.ndarray | None) -> list[str]:
+    """--labels-out, when the source had labels: what was written."""
+    if labels is None:
+        return []
+    np.save(args.labels_out, labels)
+    return [f"{args.labels_out} {labels.shape}"]
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     items, labels = read_source(args)
     with make_client(args) as client:
-        start = time.perf_counter()
-        with tqdm(
-            total=len(items), unit="img", desc=f"embed {client.model}", disable=args.quiet
-        ) as bar:
-            result = client.encode(items, progress=bar.update)
-        elapsed = time.perf_counter() - start
+        result, elapsed = with_progress(args, client, "embed", items, client.encode)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, result.z_mean)
@@ -162,9 +119,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             raise InputError(f"{client.model} is an AE: it has no z_log_var")
         np.save(args.log_var_out, result.z_log_var)
         written.append(f"{args.log_var_out} {result.z_log_var.shape}")
-    if labels is not None:
-        np.save(args.labels_out, labels)
-        written.append(f"{args.labels_out} {labels.shape}")
+    written += save_labels(args, labels)
     rate = len(result) / elapsed if elapsed > 0 else float("inf")
     print(
         f"embedded {len(result)} images with {client.model} in {elapsed:.2f} s: "
@@ -177,16 +132,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     items, labels = read_source(args)
     with make_client(args) as client:
-        start = time.perf_counter()
-        with tqdm(
-            total=len(items), unit="img", desc=f"score {client.model}", disable=args.quiet
-        ) as bar:
-            scored = client.score(items, fpr=args.fpr, mode=args.mode, progress=bar.update)
-        elapsed = time.perf_counter() - start
+        score = functools.partial(client.score, fpr=args.fpr, mode=args.mode)
+        scored, elapsed = with_progress(args, client, "score", items, score)
     written = [write_scores(scored, args.out, mode=args.mode, model=client.model)]
-    if labels is not None:
-        np.save(args.labels_out, labels)
-        written.append(f"{args.labels_out} {labels.shape}")
+    written += save_labels(args, labels)
     rate = len(scored) / elapsed if elapsed > 0 else float("inf")
     print(
         f"scored {len(scored)} images with {client.model} ({args.mode}) in {elapsed:.2f} s: "

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from client import InputError
-from client.cli import grid, source_labels
+from client.cli_files import grid, source_labels
 from client.inputs import (
     as_items,
     idx_labels_path,

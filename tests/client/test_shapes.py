@@ -17,7 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
-from client import LatentClient, LatentServeError, ModelInfo, cli
+from client import LatentClient, LatentServeError, ModelInfo, cli, cli_files
 from client.inputs import as_items, to_pixels
 from client.metadata import SHIPPED, SHIPPED_SHAPE
 from client.metadata import parse as parse_metadata
@@ -329,7 +329,7 @@ def test_the_shipped_table_agrees_with_the_manifests():
 # ---- the command line ---------------------------------------------------------------
 def test_grid_tiles_rgb_images_in_the_first_ones_mode():
     tiles = [Image.new("RGB", (3, 2), (200, 10, 10)), Image.new("L", (3, 2), 50)]
-    out = cli.grid(tiles, cols=2, zoom=2)
+    out = cli_files.grid(tiles, cols=2, zoom=2)
     assert out.mode == "RGB" and out.size == (12, 4)
     assert out.getpixel((0, 0)) == (200, 10, 10) and out.getpixel((6, 0)) == (50, 50, 50)
 
