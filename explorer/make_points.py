@@ -39,7 +39,7 @@ def encoder_sha256(model: str, store: Path = STORE) -> str | None:
 
 
 def class_names() -> list[str]:
-    from training.data import CLASS_NAMES  # the project's one list (imports torch: a dev tool)
+    from training.dataset import CLASS_NAMES  # the project's one list (a dev tool)
 
     return CLASS_NAMES["fashion-mnist"]
 

@@ -40,8 +40,8 @@ from handlers.model import MANIFEST, ModelInfo, load_module
 from handlers.options import HandlerOptions
 from paths import FIGURES, RESULTS, SHIPPED_MODELS, STORE
 from training.artifacts import write_manifest
+from training.config import TrainConfig, validation_split
 from training.data import load_dataset
-from training.train import TrainConfig, validation_split
 
 FPR = 0.01  # the evaluated threshold: the default `fpr` of a request
 OTHER = {"fashion-mnist": "mnist", "mnist": "fashion-mnist"}

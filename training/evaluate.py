@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.data import Dataset, to_float
+from training.data import to_float
+from training.dataset import Dataset
 from training.losses import (
     gaussian_log_prob,
     kl_to_standard_normal,

@@ -35,7 +35,8 @@ from training.artifacts import (
     sha256_file,
     write_manifest,
 )
-from training.data import DATASETS, load_dataset, pixel_scaling, to_float
+from training.data import load_dataset, pixel_scaling, to_float
+from training.mnist_family import DATASETS
 from training.models import Autoencoder, ImageDecoder, ModelConfig, build_model
 from training.prior import STANDARD_NORMAL, gaussian_prior
 from training.runs import Run, load_run

@@ -25,7 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from training.data import Dataset, to_float  # noqa: E402
+from training.data import to_float  # noqa: E402
+from training.dataset import Dataset  # noqa: E402
 from training.models import Autoencoder, ImageDecoder, encode_all  # noqa: E402
 from training.prior import draw, model_prior  # noqa: E402
 from training.runs import load_run  # noqa: E402

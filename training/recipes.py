@@ -16,12 +16,13 @@ from dataclasses import replace
 import numpy as np
 
 from paths import FIGURES, RESULTS, RUNS, SHIPPED_MODELS, STORE
+from training.config import TrainConfig
 from training.data import load_dataset, to_float
 from training.evaluate import evaluate_run
 from training.export import export_run
 from training.plots import make_figures
 from training.runs import load_run
-from training.train import TrainConfig, train
+from training.train import train
 
 NLL_SAMPLES = 500  # k of the importance-sampled NLL for every recipe
 NLL_IMAGES = 2000  # first N test images for the NLL (the other metrics use all 10,000)

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from training.data import DataError, Dataset, to_float
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig
+from training.data import to_float
+from training.dataset import Dataset
 from training.models import Autoencoder
 from training.prior import model_prior
-from training.train import TrainConfig, load_checkpoint
+from training.sources import DataError
 
 
 @dataclass
@@ -23,7 +26,7 @@ class Run:
     path: Path
     model: Autoencoder  # eval mode, on the CPU
     config: TrainConfig
-    checkpoint: dict  # as saved by training.train.save_checkpoint
+    checkpoint: dict  # as saved by training.checkpoint.save_checkpoint
 
     @property
     def name(self) -> str:

@@ -44,7 +44,7 @@ from paths import DEPLOY, FASHION_TEST_IMAGES, LOGS, STORE
 from serving.properties import Ports, free_ports
 from tests.deploy import tsproc
 from tests.support import gateway as gw
-from training.data import parse_idx
+from training.sources import parse_idx
 
 pytestmark = pytest.mark.integration
 

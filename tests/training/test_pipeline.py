@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from training.artifacts import ExportError, sha256_file
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig, parse_args
 from training.data import to_float
 from training.evaluate import active_units, evaluate, evaluate_run, knn_accuracy
 from training.export import (
@@ -22,7 +24,7 @@ from training.plots import main as plots_main
 from training.plots import make_figures
 from training.prior import draw
 from training.runs import load_run
-from training.train import TrainConfig, load_checkpoint, parse_args, pick_device, train
+from training.train import pick_device, train
 
 
 @pytest.fixture(scope="module", params=["vae", "ae"])
