@@ -20,10 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.archive import WorkerConfig, build_archives
+from serving.archive import build_archives
 from serving.process import TorchServeProcess
 from serving.properties import BASE_CONFIG, Ports
 from serving.query import Samples, scrape, worker_pids
+from serving.workers import WorkerConfig
 
 
 @dataclass

@@ -29,8 +29,8 @@ from loadtests.bench.report import markdown
 from loadtests.bench.server import build_noop, build_unbatched, machine, reference_reply
 from loadtests.bench.targets import TARGETS, met, op_threads, ratios, worker_threads
 from paths import FIGURES, LOADTEST_RESULTS, SHIPPED_MODELS, STORE
-from serving.archive import WorkerConfig
 from serving.server import RunningServer, start_server
+from serving.workers import WorkerConfig
 
 FIGURE = FIGURES / "bench.png"
 

@@ -24,8 +24,9 @@ import yaml
 
 from handlers.metrics import STAGES
 from paths import STORE
-from serving.archive import WorkerConfig, build_archives
+from serving.archive import build_archives
 from serving.query import Samples, metric
+from serving.workers import WorkerConfig
 
 NOOP_HANDLER = Path(__file__).resolve().parent / "noop_handler.py"
 

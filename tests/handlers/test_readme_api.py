@@ -10,7 +10,7 @@ from handlers.limits import LIMITS
 from handlers.metrics import SPECS
 from handlers.options import HandlerOptions
 from paths import ROOT
-from serving.archive import WorkerConfig
+from serving.workers import WorkerConfig
 
 
 def api_section() -> str:

@@ -13,7 +13,8 @@ from PIL import Image
 
 from handlers.limits import LIMITS
 from handlers.wire.json_schemas import RESPONSES
-from serving.archive import OPERATIONS, WorkerConfig
+from serving.archive import OPERATIONS
+from serving.workers import WorkerConfig
 from training.data import load_dataset
 
 N_ROUND_TRIP = 1024  # test images per model, sent as 4 requests of 256

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.archive import OPERATIONS, WorkerConfig
+from serving.archive import OPERATIONS
+from serving.workers import WorkerConfig
 from tests.support.compare import assert_close_tree
 from tests.support.live import LiveServer, start_live_server
 from tests.support.v2 import binary_input, json_body, json_input, post_v2, read_v2, v2_body

@@ -19,8 +19,8 @@ import requests
 from handlers.engine import BATCH_ID, BATCH_REQUESTS
 from loadtests.payloads import slow_png_b64
 from paths import STORE
-from serving.archive import WorkerConfig
 from serving.properties import BASE_CONFIG, read_properties
+from serving.workers import WorkerConfig
 from tests.support import batching
 from tests.support.live import start_live_server
 

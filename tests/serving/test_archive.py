@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from serving import archive
-from serving.archive import WorkerConfig, build_archives
+from serving.archive import build_archives
+from serving.workers import WorkerConfig
 
 
 def quiet(*_):
@@ -53,6 +54,13 @@ def test_archives_contents_and_stamps(vae_dir, tmp_path, monkeypatch):
     assert all(a.rebuilt for a in changed)
     with zipfile.ZipFile(out / "tiny-vae-encode.mar") as z:
         assert z.read("handlers/limits.py").endswith(b"# changed\n")
+
+    # so does a change in the build code, serving/workers.py as well as this module
+    assert [p.name for p in archive.BUILD_CODE] == ["archive.py", "workers.py"]
+    settings = tmp_path / "workers.py"
+    settings.write_bytes(archive.BUILD_CODE[1].read_bytes() + b"\n# changed\n")
+    monkeypatch.setattr(archive, "BUILD_CODE", (archive.BUILD_CODE[0], settings))
+    assert all(a.rebuilt for a in build_archives(vae_dir.parent, out, log=quiet))
 
 
 def test_export_change_and_pruning(ae_dir, tmp_path):

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from serving.archive import WorkerConfig
+from serving.workers import WorkerConfig
 
 R = TypeVar("R")
 # How often a caller builds the batch again when the scheduler split or joined it:

@@ -28,11 +28,11 @@ import pytest
 import requests
 
 from paths import STORE
-from serving.archive import WorkerConfig
 from serving.process import ServeError
 from serving.properties import BASE_CONFIG, Ports
 from serving.query import metric
 from serving.server import RunningServer, start_server
+from serving.workers import WorkerConfig
 from tests.support.tools import require_tools
 
 # The shipped model of the load and reliability tests (a VAE): their server
