@@ -3,14 +3,10 @@
 It speaks the Open Inference Protocol with binary tensors by default
 (`protocol="v2"`), or latentserve's JSON API (`protocol="json"`); both live in
 client/protocols.py. Large inputs are split into requests of `batch_size` items (at most the
-server's `MAX_ITEMS` per request, client/limits.py), sent by `concurrency`
-threads, each with its own keep-alive `requests.Session`, and reassembled in
-input order. Connection errors, timeouts, 503/507 answers and TorchServe's 500
-"Worker died." are retried (see `RetryPolicy`); every failure the caller sees
-is a `LatentServeError`, which carries the server's own message. Timeouts are
-retried because TorchServe 0.12 can leave a request unanswered when its worker
-dies (loadtests/README.md, "Worker kill"); every operation is idempotent, so a
-retry is safe.
+server's `MAX_ITEMS` per request, client/limits.py), sent `concurrency` at a time and
+reassembled in input order; the connections, threads and retries are its `Transport`'s
+(client/transport.py). Every failure the caller sees is a `LatentServeError`, which
+carries the server's own message.
 
 The model's image shape (C, H, W) comes from the server: before its first request
 to an operation the client fetches `GET /v2/models/<model>-<op>` (the Open
@@ -21,16 +17,13 @@ must have it, and requests of large images carry fewer items (client/limits.py).
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-import requests
 from PIL import Image
 
 from client import inputs, metadata, scores
@@ -38,10 +31,9 @@ from client.errors import InputError, LatentServeError
 from client.limits import MAX_ITEMS, MAX_SEED, items_per_request, max_items, max_n
 from client.metadata import ModelInfo
 from client.protocols import PROTOCOLS, Images, Reply, Request
-from client.results import Encoded, Progress, Stats, join_arrays, join_images
-from client.retry import RetryPolicy, retry_status, run_ordered, split
-
-T = TypeVar("T")
+from client.results import Encoded, Progress, join_arrays, join_images
+from client.retry import RetryPolicy, split
+from client.transport import Transport
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 # Measured on 2 CPU cores embedding the 10k test set (docs/client.md): larger requests
@@ -50,7 +42,7 @@ DEFAULT_BATCH_SIZE = 128
 DEFAULT_CONCURRENCY = 4
 
 
-class LatentClient:
+class LatentClient(Transport):
     """Client of one model's endpoints, `<model>-encode|decode|sample|score`.
 
     Parameters: `base_url` of the inference API; `token` the inference key when
@@ -83,77 +75,18 @@ class LatentClient:
         self.protocol = PROTOCOLS[protocol]
         if not 1 <= batch_size <= MAX_ITEMS:
             raise ValueError(f"batch_size must be in [1, {MAX_ITEMS}], got {batch_size}")
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        super().__init__(
+            base_url, token, timeout, concurrency=concurrency, retry=retry, sleep=sleep
+        )
         self.image_shape = None if image_shape is None else metadata.check_shape(tuple(image_shape))
-        self.base_url = base_url.rstrip("/")
-        self.model, self.timeout = model, timeout
-        self.batch_size, self.concurrency = batch_size, concurrency
-        self.retry = retry or RetryPolicy()
-        self.stats = Stats()
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if token:
-            self._headers["Authorization"] = f"Bearer {token}"
-        self._sleep = sleep
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+        self.model, self.batch_size = model, batch_size
         self._infos: dict[str, ModelInfo] = {}  # by operation: the model's metadata
         self._info_lock = threading.Lock()  # one metadata GET at a time
         self.last_seed: int | None = None  # the seed of the last sample() call
 
-    # ---- life cycle -----------------------------------------------------------
-    def __enter__(self) -> LatentClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:  # outside the lock: running tasks may still open sessions
-            pool.shutdown(wait=True, cancel_futures=True)
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-            self._local = threading.local()
-        for session in sessions:
-            session.close()
-
-    def _session(self) -> requests.Session:
-        """One keep-alive session per thread (requests.Session is not thread-safe)."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers.update(self._headers)
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="latentclient")
-            return self._pool
-
-    # ---- one request, with retries --------------------------------------------
+    # ---- one request ----------------------------------------------------------
     def url(self, operation: str) -> str:
         return self.base_url + self.protocol.path(f"{self.model}-{operation}")
-
-    def _post_once(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict, bytes]:
-        """One HTTP attempt -> (status, headers, body); raises requests' connection errors."""
-        resp = self._session().post(url, data=body, headers=headers, timeout=self.timeout)
-        return resp.status_code, resp.headers, resp.content
-
-    def _get_once(self, url: str) -> tuple[int, dict, bytes]:
-        """One HTTP GET -> (status, headers, body); raises requests' connection errors."""
-        resp = self._session().get(url, timeout=self.timeout)
-        return resp.status_code, resp.headers, resp.content
 
     def post(self, operation: str, request: Request, items: int) -> Reply:
         """POST one request to `<model>-<operation>`, retrying idempotent failures."""
@@ -165,40 +98,6 @@ class LatentClient:
         if status == 200:
             return Reply(content, reply_headers, url, f"{self.model}-{operation}", items)
         raise LatentServeError.from_response(status, content, url, attempts)
-
-    def _attempts(
-        self, url: str, once: Callable[[], tuple[int, dict, bytes]], counter: str
-    ) -> tuple[int, dict, bytes, int]:
-        """`once` until it answers something not to retry -> (status, headers, body,
-        attempts); connection errors after the last retry raise LatentServeError."""
-        attempt = 0
-        while True:
-            attempt += 1
-            self.stats.add(**{counter: 1})
-            try:
-                status, reply_headers, content = once()
-            except (
-                requests.Timeout,
-                requests.ConnectionError,
-                requests.exceptions.ChunkedEncodingError,
-            ) as err:
-                if not self.retry.should_retry(attempt, None):
-                    why = (
-                        f"no answer within {self.timeout} s"
-                        if isinstance(err, requests.Timeout)  # ConnectTimeout is both
-                        else f"cannot reach the server: {err}"
-                    )
-                    raise LatentServeError(why, url=url, attempts=attempt) from err
-                self._backoff(attempt, None)
-                continue
-            if status != 200 and self.retry.should_retry(attempt, retry_status(status, content)):
-                self._backoff(attempt, reply_headers.get("Retry-After"))
-                continue
-            return status, reply_headers, content, attempt
-
-    def _backoff(self, attempt: int, retry_after: str | None) -> None:
-        self.stats.add(retries=1)
-        self._sleep(self.retry.delay(attempt, retry_after))
 
     # ---- the model's metadata --------------------------------------------------
     def metadata_url(self, operation: str) -> str:
@@ -227,24 +126,9 @@ class LatentClient:
     def _fetch_info(self, operation: str) -> ModelInfo:
         url = self.metadata_url(operation)
         status, _, content, attempts = self._attempts(url, lambda: self._get_once(url), "metadata")
-        if status in metadata.NO_METADATA:
-            error = LatentServeError.from_response(status, content, url, attempts)
-            return metadata.fallback(self.model, operation, self.image_shape, error)
-        if status != 200:
-            raise LatentServeError.from_response(status, content, url, attempts)
-        try:
-            doc = json.loads(content)
-        except ValueError:
-            doc = None
-        info = metadata.parse(doc, self.model, operation, url)
-        if self.image_shape is not None and info.image_shape != self.image_shape:
-            raise LatentServeError(
-                f"the server says {self.model}-{operation} has image_shape "
-                f"{list(info.image_shape)}, the client was given {list(self.image_shape)}",
-                status=200,
-                url=url,
-            )
-        return info
+        return metadata.read_answer(
+            status, content, url, attempts, self.model, operation, self.image_shape
+        )
 
     def items_per_request(self, operation: str, images: Any = None) -> int:
         """The most items one request of `operation` carries: `batch_size` (sample: the
@@ -258,11 +142,6 @@ class LatentClient:
             return min(self.batch_size, max_items(shape))
         floats = True if images is None else inputs.has_floats(images)
         return min(self.batch_size, items_per_request(shape, self.protocol.name, floats))
-
-    def _map(self, chunks: list[Callable[[], T]]) -> list[T]:
-        if len(chunks) == 1:  # no thread hop for a single request
-            return [chunks[0]()]
-        return list(run_ordered(self._executor(), iter(chunks), self.concurrency))
 
     # ---- operations -----------------------------------------------------------
     def encode(

@@ -57,7 +57,7 @@ def item_bytes(shape: tuple[int, int, int], protocol: str, floats: bool) -> int:
     """The most bytes one image of `shape` takes in a request: over the Open Inference
     Protocol 1 byte a value (UINT8), 8 with float images (FP64 at worst); over the JSON
     API a PNG in base64 (files larger than their share are converted to one,
-    client/inputs.py), or nested lists of JSON floats."""
+    client/pixels.py), or nested lists of JSON floats."""
     values = math.prod(shape)
     if protocol == "v2":
         return values * (8 if floats else 1)

@@ -11,10 +11,13 @@ A server older than the metadata endpoint answers 404. `fallback` then decides:
 the shape the caller gave (`LatentClient(image_shape=...)`), else, for one of the
 shipped models (`SHIPPED`, all 1 x 28 x 28), what the client knows of it; any
 other model is an error saying that the server gives no metadata.
+`read_answer` turns the GET's answer into a ModelInfo: `parse` for a 200, `fallback`
+for a 404 or 405, a `LatentServeError` for any other status.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from client.errors import LatentServeError
@@ -165,3 +168,35 @@ def fallback(
         url=error.url,
         attempts=error.attempts,
     )
+
+
+def read_answer(
+    status: int,
+    content: bytes,
+    url: str,
+    attempts: int,
+    model: str,
+    operation: str,
+    given: tuple[int, int, int] | None,
+) -> ModelInfo:
+    """The answer to `GET <url>` (after `attempts`) -> ModelInfo: `parse`d, else the
+    `fallback` of a server without the endpoint; `given`, the caller's image_shape,
+    must agree with the server's. Any other answer raises LatentServeError."""
+    if status in NO_METADATA:
+        error = LatentServeError.from_response(status, content, url, attempts)
+        return fallback(model, operation, given, error)
+    if status != 200:
+        raise LatentServeError.from_response(status, content, url, attempts)
+    try:
+        doc = json.loads(content)
+    except ValueError:
+        doc = None
+    info = parse(doc, model, operation, url)
+    if given is not None and info.image_shape != given:
+        raise LatentServeError(
+            f"the server says {model}-{operation} has image_shape "
+            f"{list(info.image_shape)}, the client was given {list(given)}",
+            status=200,
+            url=url,
+        )
+    return info

@@ -10,7 +10,7 @@ arrays or images, checked (a wrong answer raises `LatentServeError`). Images are
 the model's shape (C, H, W), from its metadata (client/metadata.py): requests
 carry images of that shape, and answers must have it: PIL images of mode L or
 RGB, arrays (N, H, W) or (N, H, W, C). The splitting, concurrency and retries
-around them are the client's (client/api.py).
+around them are the client's (client/api.py, client/transport.py).
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from client import inputs
 from client.errors import LatentServeError
-from client.inputs import Shape
 from client.limits import BODY_BUDGET, MAX_ABS_LATENT
+from client.pixels import Shape, array_shape, to_instance, to_tensor
 from client.results import images, read_answer
 from client.v2 import Expected, read_infer_response, write_infer_request
 
@@ -89,7 +88,7 @@ class JsonApi:
 def instances(items: Sequence[Any], shape: Shape) -> list[dict]:
     """A chunk of images -> JSON API instances, each within its share of the body."""
     budget = BODY_BUDGET // max(1, len(items))
-    return [inputs.to_instance(x, shape, budget) for x in items]
+    return [to_instance(x, shape, budget) for x in items]
 
 
 def json_body(payload: dict) -> Request:
@@ -104,7 +103,7 @@ class V2:
 
     def encode_request(self, items: Sequence[Any], seed: int | None, shape: Shape) -> Request:
         params = {} if seed is None else {"sample": True, "seed": seed}
-        return write_infer_request({"image": inputs.to_tensor(items, shape)}, params)
+        return write_infer_request({"image": to_tensor(items, shape)}, params)
 
     def read_encoded(self, reply: Reply, seed: int | None) -> dict[str, np.ndarray | None]:
         code = Expected(("FP32",), (reply.items, "D"))
@@ -134,7 +133,7 @@ class V2:
         """The answer's `image`: [N, H, W] or [N, H, W, C] of the model's `shape` (without
         one, as before metadata: [N, H, W] of any size)."""
         datatype = "FP32" if as_array else "UINT8"
-        dims = ("H", "W") if shape is None else inputs.array_shape(shape)
+        dims = ("H", "W") if shape is None else array_shape(shape)
         expected = {"image": Expected((datatype,), (reply.items, *dims))}
         pixels = _read(reply, expected, seed)["image"]
         if as_array:

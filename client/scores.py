@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from client import inputs
 from client.errors import LatentServeError
-from client.inputs import Shape
+from client.pixels import Shape, to_tensor
 from client.protocols import Reply, Request, instances, json_body
 from client.results import read_answer
 from client.v2 import Expected, read_infer_response, write_infer_request
@@ -51,7 +50,7 @@ def request(protocol: str, items: Sequence[Any], fpr: float, mode: str, shape: S
     if protocol == "json":
         return json_body({"instances": instances(items, shape), "fpr": fpr, "mode": mode})
     params = {"fpr": fpr, "mode": mode}
-    return write_infer_request({"image": inputs.to_tensor(items, shape)}, params)
+    return write_infer_request({"image": to_tensor(items, shape)}, params)
 
 
 def read(protocol: str, reply: Reply) -> Scored:

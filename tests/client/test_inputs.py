@@ -10,15 +10,8 @@ from PIL import Image
 
 from client import InputError
 from client.cli_files import grid, source_labels
-from client.inputs import (
-    as_items,
-    idx_labels_path,
-    is_idx,
-    read_idx,
-    to_instance,
-    to_pixels,
-    to_tensor,
-)
+from client.inputs import as_items, idx_labels_path, is_idx, read_idx
+from client.pixels import to_instance, to_pixels, to_tensor
 from paths import FASHION_TEST_IMAGES as FASHION_TEST
 
 GRAY = (1, 28, 28)  # a shipped model's image shape (C, H, W)
@@ -38,7 +31,7 @@ def test_idx_reader_agrees_with_training_parser_on_the_real_test_set():
         pytest.fail(
             f"{FASHION_TEST} missing: run `make setup` (apt-get install dataset-fashion-mnist)"
         )
-    from training import data
+    from training import sources as data  # the IDX parser and reader live there
 
     read_bytes = getattr(data, "read_bytes", None) or data._read_bytes  # its name moved
     ours = read_idx(FASHION_TEST)

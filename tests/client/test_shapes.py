@@ -18,9 +18,10 @@ import requests
 from PIL import Image
 
 from client import LatentClient, LatentServeError, ModelInfo, cli, cli_files
-from client.inputs import as_items, to_pixels
+from client.inputs import as_items
 from client.metadata import SHIPPED, SHIPPED_SHAPE
 from client.metadata import parse as parse_metadata
+from client.pixels import to_pixels
 from paths import SHIPPED_MODELS, STORE
 from tests.client.fake import Scripted
 from tests.client.v2server import metadata_doc, read_request, write_response
