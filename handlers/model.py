@@ -47,7 +47,7 @@ class ModelInfo:
     name: str
     kind: str  # ae | vae
     latent_dim: int
-    image_shape: tuple[int, int, int]  # (C, H, W), C in CHANNELS
+    image_shape: tuple[int, int, int]  # (C, H, W), C a key of MODES
     scale: float  # uint8 / scale = model input
     # the sampling prior: None when the manifest has none (an AE registered without data)
     prior_mean: np.ndarray | None  # (D,)

@@ -8,9 +8,8 @@ import torch
 from handlers.errors import RequestError
 from handlers.operations.base import Operation, Outputs, Parsed, image_predictions, image_tensor
 from handlers.wire import json_read, json_write, v2_read
-from handlers.wire.inputs import check_count
 from handlers.wire.json_schemas import DecodeRequest
-from handlers.wire.request import RawRequest, check_range, is_image_body
+from handlers.wire.request import RawRequest, check_count, check_range, is_image_body
 from handlers.wire.v2_read import Tensor
 from handlers.wire.v2_schemas import DecodeParameters
 

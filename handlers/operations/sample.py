@@ -18,9 +18,8 @@ from handlers.operations.base import (
     standard_normal,
 )
 from handlers.wire import json_read, json_write, v2_read
-from handlers.wire.inputs import check_count
 from handlers.wire.json_schemas import SampleRequest
-from handlers.wire.request import RawRequest, is_image_body
+from handlers.wire.request import RawRequest, check_count, is_image_body
 from handlers.wire.v2_read import Tensor
 from handlers.wire.v2_schemas import SampleParameters
 

@@ -24,15 +24,6 @@ if TYPE_CHECKING:  # the wire reads the model's image shape; it imports no model
     from handlers.model import ModelInfo
 
 
-def check_count(n: int, most: int, field: str) -> None:
-    """A JSON list of n items within this model's limit (the schema caps the list at the
-    largest limit of any model; a model of large images accepts fewer: `Limits.for_image`)."""
-    if n > most:
-        raise RequestError(
-            "too_many_items", field, f"{n} items; at most {most} are accepted for this model"
-        )
-
-
 def _channels_first(pixels: np.ndarray) -> np.ndarray:
     """(H, W) or (H, W, C) -> (C, H, W)."""
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
@@ -51,7 +42,7 @@ def read_images(
         x = images.scale_pixels(_channels_first(px), scale)
         return torch.from_numpy(np.ascontiguousarray(x)[None]), None, [conv]
     req = json_read.read_json(raw, schema, limits)
-    check_count(len(req.instances), limits.max_items, "instances")
+    request.check_count(len(req.instances), limits.max_items, "instances")
     # images are read as uint8 rows, scaled together at the end; pixels come scaled
     x = np.empty((len(req.instances), *shape), dtype=np.float32)
     image_rows, converted = [], []

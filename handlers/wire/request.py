@@ -85,3 +85,13 @@ def check_range(arr: np.ndarray, value_range: tuple[float, float], field: str) -
             f"value {float(arr[idx])!r} is outside [{lo}, {hi}]"
             + (f" ({len(bad)} values are)" if len(bad) > 1 else ""),
         )
+
+
+def check_count(n: int, most: int, field: str) -> None:
+    """n items within this model's limit, on either wire (the JSON schema caps a list at
+    the largest limit of any model; a model of large images accepts fewer:
+    `Limits.for_image`)."""
+    if n > most:
+        raise RequestError(
+            "too_many_items", field, f"{n} items; at most {most} are accepted for this model"
+        )

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from handlers.errors import RequestError
 from handlers.limits import Limits
 from handlers.wire.protocol import HEADER_LENGTH
-from handlers.wire.request import FORM_TYPES, RawRequest, validation_error
+from handlers.wire.request import FORM_TYPES, RawRequest, check_count, validation_error
 from handlers.wire.v2_schemas import InferRequest, InputTensor, RequestedOutput
 
 BINARY_OUTPUT = "binary_data_output"
@@ -282,10 +282,7 @@ def check_items(n: int, most: int, name: str) -> int:
     """The first dimension of an input: 1..most items."""
     if n < 1:
         raise RequestError("invalid_field", f"input '{name}'", "has no items (shape[0] is 0)")
-    if n > most:
-        raise RequestError(
-            "too_many_items", f"input '{name}'", f"{n} items; at most {most} are accepted"
-        )
+    check_count(n, most, f"input '{name}'")
     return n
 
 
