@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from client.errors import LatentServeError
 from client.limits import CHANNELS
+from client.pixels import MODES, array_shape
 
 OPERATIONS = ("encode", "decode", "sample", "score")
-MODES = {1: "L", 3: "RGB"}  # channels -> PIL mode
 # The shipped models (model_store/): kind and latent_dim, all 1 x 28 x 28 grayscale.
 # A copy, like client/limits.py: tests/client/test_metadata.py ties it to the manifests.
 SHIPPED_SHAPE = (1, 28, 28)
@@ -65,8 +65,7 @@ class ModelInfo:
     @property
     def array_shape(self) -> tuple[int, ...]:
         """One image as an array (as image libraries hold it): (H, W) or (H, W, C)."""
-        c, h, w = self.image_shape
-        return (h, w) if c == 1 else (h, w, c)
+        return array_shape(self.image_shape)
 
     def describe(self) -> str:
         c, h, w = self.image_shape

@@ -26,7 +26,7 @@ public final class Agent {
         inst.redefineModule(
                 base,
                 Set.of(),
-                Map.of(Rewrite.ASM_PACKAGE, Set.of(self), Rewrite.ASM_PACKAGE + ".commons", Set.of(self)),
+                Map.of(Rewrite.ASM_PACKAGE, Set.of(self)),
                 Map.of(),
                 Set.of(),
                 Map.of());
