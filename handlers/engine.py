@@ -36,8 +36,9 @@ import torch
 from handlers.device import Placement, placement
 from handlers.errors import RequestError
 from handlers.limits import LIMITS
+from handlers.manifest import ModelInfo, model_files
 from handlers.metrics import STAGES, Recorder
-from handlers.model import ModelInfo, load_module, model_files, package_max_batch
+from handlers.model import load_module, package_max_batch
 from handlers.operations import OPERATIONS, Operation, Outputs, Parsed
 from handlers.options import HandlerOptions
 from handlers.wire import v2_read, v2_write

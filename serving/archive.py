@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import handlers
-from handlers.model import FILES, MANIFEST, ModelInfo
+from handlers.manifest import FILES, MANIFEST, ModelInfo
 from handlers.operations.metadata import FILE as METADATA_FILE
 from handlers.operations.metadata import v2_metadata
 from handlers.options import MODEL_FORMATS

@@ -35,8 +35,9 @@ import torch
 from handlers.calibration import fit_calibration, run_model, stat_names
 from handlers.device import placement
 from handlers.engine import Engine
+from handlers.manifest import MANIFEST, ModelInfo
 from handlers.metrics import Recorder
-from handlers.model import MANIFEST, ModelInfo, load_module
+from handlers.model import load_module
 from handlers.options import HandlerOptions
 from paths import FIGURES, RESULTS, SHIPPED_MODELS, STORE
 from training.artifacts import write_manifest

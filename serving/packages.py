@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from handlers.model import MANIFEST, model_files
+from handlers.manifest import MANIFEST, model_files
 from handlers.options import MODEL_FORMATS
 
 if TYPE_CHECKING:

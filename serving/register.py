@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handlers.model import MANIFEST, ModelInfo
+from handlers.manifest import MANIFEST, ModelInfo
 from paths import SHIPPED_MODELS, STORE
 from serving.calibrate import CHUNK, calibrate, model_input
 from serving.register_checks import (

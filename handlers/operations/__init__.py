@@ -2,7 +2,7 @@
 
 `base` defines what an operation is (parse -> run -> respond, on either wire);
 each operation loads only the exported modules it needs, named by the export
-contract (`handlers.model.FILES`): encode needs `encoder.pt`, decode and
+contract (`handlers.manifest.FILES`): encode needs `encoder.pt`, decode and
 sample `decoder.pt`, score both. A VAE encoder has two outputs (z_mean,
 z_log_var), the other modules one.
 """

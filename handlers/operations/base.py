@@ -19,8 +19,8 @@ import torch
 from pydantic import BaseModel
 
 from handlers.limits import Limits
+from handlers.manifest import ModelInfo
 from handlers.metrics import Recorder
-from handlers.model import ModelInfo
 from handlers.wire import images, json_write
 from handlers.wire.request import RawRequest
 from handlers.wire.v2_read import Tensor

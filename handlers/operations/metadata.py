@@ -13,7 +13,7 @@ the model: kind, latent_dim, image_shape (C, H, W), pixel scaling.
 from __future__ import annotations
 
 from handlers.calibration import score_names
-from handlers.model import ModelInfo
+from handlers.manifest import ModelInfo
 from handlers.wire.inputs import image_dims
 
 FILE = "v2-metadata.json"

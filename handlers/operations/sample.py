@@ -7,7 +7,7 @@ import torch
 
 from handlers.errors import RequestError
 from handlers.limits import Limits
-from handlers.model import ModelInfo
+from handlers.manifest import ModelInfo
 from handlers.operations.base import (
     Operation,
     Outputs,

@@ -33,8 +33,8 @@ from handlers.calibration import (
 )
 from handlers.errors import RequestError
 from handlers.limits import Limits
+from handlers.manifest import ModelInfo
 from handlers.metrics import Recorder
-from handlers.model import ModelInfo
 from handlers.operations.base import Operation, Outputs, Parsed, channels_last
 from handlers.wire import images, v2_read
 from handlers.wire.inputs import read_image_tensor, read_images
@@ -119,7 +119,7 @@ class Score(Operation):
         scores = scores_of(self.info.kind, stats, code.double().numpy(), self.cal)
         return stats, scores, self.cal.p_values(scores)
 
-    def _summary(self, stats: dict[str, np.ndarray]) -> np.ndarray:
+    def summary(self, stats: dict[str, np.ndarray]) -> np.ndarray:
         """(n, 5): recon_nats, kl_nats, neg_elbo_nats, bits_per_dim, png_bits (NaN: null)."""
         recon = stats["recon_nats"]
         kl = stats["kl_nats"] if self.vae else np.full_like(recon, np.nan)
@@ -133,7 +133,7 @@ class Score(Operation):
         names, main = self.names(outputs)
         fpr = parsed.body.fpr
         flags = p < fpr
-        summary = self._summary(stats)
+        summary = self.summary(stats)
         maps = self._error_maps(parsed, outputs) if parsed.body.error_map else None
         converted = parsed.converted_from or [None] * parsed.items
         primary = names.index(main)
@@ -173,7 +173,7 @@ class Score(Operation):
     def outputs(self, parsed: Parsed, outputs: Outputs) -> tuple[dict[str, np.ndarray], dict]:
         stats, scores, p = self.evaluate_outputs(outputs)
         names, main = self.names(outputs)
-        summary = dict(zip(_STATS, self._summary(stats).T.astype(np.float32), strict=True))
+        summary = dict(zip(_STATS, self.summary(stats).T.astype(np.float32), strict=True))
         named = {k: summary[k] for k in self.output_names(parsed) if k in summary}
         named |= {
             "scores": scores.astype(np.float32),

@@ -126,7 +126,12 @@ def read_image_with_pillow(
     """`read_image` through Pillow's full path: any PNG or JPEG, converted if needed."""
     try:
         img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except UnidentifiedImageError:  # its text names the BytesIO object, not the data
+        kind = "empty" if not data else f"{len(data)} bytes of no image format Pillow knows"
+        raise RequestError(
+            "bad_image", field, f"not a readable PNG or JPEG image ({kind})"
+        ) from None
+    except (OSError, ValueError) as err:
         raise RequestError("bad_image", field, f"not a readable PNG or JPEG image: {err}") from None
     if img.format not in ("PNG", "JPEG"):
         raise RequestError("bad_image", field, f"only PNG and JPEG are accepted, got {img.format}")
@@ -167,9 +172,14 @@ def to_uint8(pixels: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.rint(np.asarray(pixels, dtype=np.float64) * scale), 0, 255).astype(np.uint8)
 
 
-def write_png(pixels: np.ndarray, scale: float) -> str:
-    """H x W (grayscale) or H x W x 3 (RGB) floats in [0, 1] -> base64 of an 8-bit PNG."""
+def png_bytes(pixels: np.ndarray, scale: float) -> bytes:
+    """H x W (grayscale) or H x W x 3 (RGB) floats in [0, 1] -> an 8-bit PNG file."""
     arr = to_uint8(pixels, scale)
     buf = io.BytesIO()
     Image.fromarray(arr, "L" if arr.ndim == 2 else "RGB").save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def write_png(pixels: np.ndarray, scale: float) -> str:
+    """`png_bytes` as base64 text (the JSON API's `image_b64`)."""
+    return base64.b64encode(png_bytes(pixels, scale)).decode("ascii")

@@ -39,7 +39,8 @@ from client.v2 import write_infer_request
 from handlers.calibration import latent_code, run_model
 from handlers.device import keep_freed_memory, placement
 from handlers.engine import Engine
-from handlers.model import ModelInfo, load_module
+from handlers.manifest import ModelInfo
+from handlers.model import load_module
 from handlers.options import HandlerOptions
 from handlers.wire.request import RawRequest, media_type
 from loadtests import payloads

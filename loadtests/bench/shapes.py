@@ -28,7 +28,7 @@ import torch
 from client.v2 import write_infer_request
 from handlers.device import keep_freed_memory
 from handlers.engine import Engine
-from handlers.model import ModelInfo
+from handlers.manifest import ModelInfo
 from handlers.options import HandlerOptions
 from handlers.wire.inputs import image_dims
 from handlers.wire.request import RawRequest, media_type

@@ -403,7 +403,7 @@ def test_cli_embed_a_folder_of_photos_and_info(tmp_path, colour_cli, capsys):
 def test_the_servers_own_metadata_documents_read_back(image_shape, kind):
     """client/metadata.py against what serving/archive.py writes for the frontend agent
     (handlers/operations/metadata.py), in-process: every operation's document parses."""
-    from handlers.model import ModelInfo as ServerModel
+    from handlers.manifest import ModelInfo as ServerModel
     from handlers.operations.metadata import v2_metadata
 
     manifest = {
@@ -426,7 +426,7 @@ def test_the_servers_own_reader_takes_the_clients_image_tensors(shape):
     """A request the client writes for a model of `shape` is what the server reads
     (handlers/wire/v2_read.py + inputs.py, in-process): items (n, C, H, W) of its pixels."""
     from handlers.limits import LIMITS
-    from handlers.model import ModelInfo as ServerModel
+    from handlers.manifest import ModelInfo as ServerModel
     from handlers.wire.inputs import read_image_tensor
     from handlers.wire.request import RawRequest
     from handlers.wire.v2_read import read_call

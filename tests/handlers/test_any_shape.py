@@ -16,7 +16,7 @@ from PIL import Image
 from handlers.calibration import score_names
 from handlers.engine import Engine
 from handlers.limits import LIMITS
-from handlers.model import ModelInfo
+from handlers.manifest import ModelInfo
 from handlers.operations.metadata import tensors, v2_metadata
 from handlers.wire.json_schemas import RESPONSES
 from tests.handlers.tiny import json_request, make_engine, v2_request

@@ -13,8 +13,8 @@ from PIL import Image
 
 from handlers.engine import BATCH_ID, BATCH_ITEMS, BATCH_REQUESTS
 from handlers.limits import LIMITS
+from handlers.manifest import ModelInfo
 from handlers.metrics import SPECS, STAGES, Recorder
-from handlers.model import ModelInfo
 from handlers.operations import OPERATIONS
 from handlers.wire.json_schemas import RESPONSES, ErrorResponse
 from handlers.wire.request import RawRequest

@@ -16,7 +16,8 @@ import torch
 
 from handlers.device import Placement
 from handlers.engine import Engine
-from handlers.model import ModelInfo, load_module, model_files
+from handlers.manifest import ModelInfo, model_files
+from handlers.model import load_module
 from handlers.options import MODEL_FORMATS, HandlerOptions
 from tests.handlers.tiny import json_request, pixels
 from tests.support.compare import assert_close_tree

@@ -26,7 +26,7 @@ from handlers.calibration import (
     write_png_file,
 )
 from handlers.engine import Engine
-from handlers.model import MANIFEST
+from handlers.manifest import MANIFEST
 from handlers.wire.json_schemas import ScoreResponse
 from handlers.wire.request import RawRequest
 from serving.calibrate import auprc, auroc, statistics

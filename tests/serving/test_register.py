@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from handlers.calibration import Calibration
-from handlers.model import ModelInfo
+from handlers.manifest import ModelInfo
 from paths import ROOT
 from serving import archive, cli
 from serving.register import HELD_OUT, main, register
