@@ -275,7 +275,7 @@ LOAD_SPAWN   ?= 10
 LOAD_TIME    ?= 60s
 SOAK_SECONDS ?= 300
 
-.PHONY: loadtest bench bench-score bench-formats bench-gateway bench-shapes soak
+.PHONY: loadtest bench bench-score bench-formats bench-gateway bench-shapes bench-batch batch soak
 loadtest: setup ## locust, headless, against a running server (`make serve`): LOAD_USERS, LOAD_TIME, LOAD_HOST, LOAD_MODELS
 	$(PY) -m locust -f loadtests/locustfile.py --headless --users $(LOAD_USERS) \
 	  --spawn-rate $(LOAD_SPAWN) --run-time $(LOAD_TIME) --host $(LOAD_HOST) \
@@ -294,6 +294,17 @@ bench-formats: setup ## TorchScript against the AOTInductor package, in-process 
 
 bench-shapes: setup ## encode/decode of a 3x64x64 model beside the shipped 1x28x28 one, in-process (seconds)
 	$(PY) -m loadtests.bench.shapes --model fashion-vae --shape 3,64,64 --batch 64
+
+bench-batch: setup ## the batch-job benchmark (~10 min): encode vs the in-process ceiling, PNG folder vs the client, 2-node scaling, driver memory
+	$(PY) -m loadtests.bench.batch
+
+# A batch job on Ray Data (batch/): OP encode|score|decode|sample, ARGS its options
+# (python -m batch OP --help), e.g.
+#   make batch OP=encode ARGS="--model fashion-vae --input images/ --output out/"
+OP   ?= encode
+ARGS ?=
+batch: setup ## run a batch job: make batch OP=encode ARGS="--model fashion-vae --input ... --output ..."
+	$(PY) -m batch $(OP) $(ARGS)
 
 bench-gateway: setup ## latency the authenticating gateway adds per request (TorchServe direct vs through it, 1 and 32 clients)
 	$(PY) -m loadtests.bench.gateway

@@ -1,0 +1,314 @@
+"""The driver of a batch job: plan, skip finished blocks, run the rest on Ray Data.
+
+The job's Ray dataset is its unfinished blocks' descriptors, one Ray block
+each, so the streaming executor hands them to an actor pool of `BlockWorker`s
+as actors free up; only small summaries come back. Ray restarts a dead actor
+and retries its task (Ray Data sets `max_restarts` / `max_task_retries` to -1
+for actor pools: `actor_pool_map_operator.py`), so a killed worker costs a
+retry, and a block rewritten by a retry replaces itself. A lost node is
+different: if the cluster has no resources left for the pool, Ray waits for
+them forever, so the driver watches the nodes and fails once a node is gone
+and no block has finished for `stall_timeout` seconds; a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from batch import output
+from batch.sources import IMAGES, LATENTS, plan
+from batch.spec import JobError, JobSpec, check, image_shapes
+
+DONE = object()
+PROGRESS_EVERY = 30.0  # seconds between progress lines where no progress bar shows
+
+
+class JobFailed(RuntimeError):
+    """The job started and could not finish: the message says why; a rerun resumes."""
+
+
+def run(spec: JobSpec, log=print) -> dict:
+    """Run (or resume) the job; its manifest."""
+    t0 = time.time()
+    info = check(spec)
+    reads = LATENTS if spec.operation == "decode" else IMAGES
+    if spec.operation == "sample":
+        the_plan = _sample_plan(spec)
+    else:
+        try:
+            the_plan = plan(spec.input, reads, spec.block_items, spec.limit)
+        except (ValueError, OSError) as err:
+            raise JobError(str(err)) from None
+        _check_item_shape(the_plan, info, reads, spec.model)
+    out = output.prepare(spec, the_plan)
+    output.remove_temporaries(out)
+    done = output.finished(out, the_plan)
+    todo = [b for b in the_plan.blocks if b.key not in done]
+    summaries, startup, ray_info = [], 0.0, {}
+    if todo:
+        before = sum(s["errors"] for s in done.values())
+        summaries, startup, ray_info = _execute(spec, todo, t0, before, log)
+    wall = time.time() - t0
+    every = list(done.values()) + summaries
+    rows, ok = sum(s["rows"] for s in every), sum(s["ok"] for s in every)
+    steady = _steady_rate(summaries)
+    manifest = {
+        "model": spec.model,
+        "model_sha256": spec.model_sha256,
+        "model_kind": info.kind,
+        "image_shape": list(info.image_shape),
+        "latent_dim": info.latent_dim,
+        "operation": spec.operation,
+        "options": spec.options(),
+        "input": spec.input,
+        "input_kind": the_plan.kind,
+        "output": spec.output,
+        "rows": rows,
+        "ok": ok,
+        "errors": rows - ok,
+        "error_codes": _error_codes(out, summaries),
+        "blocks": len(the_plan.blocks),
+        "blocks_skipped": len(done),
+        "rows_this_run": sum(s["rows"] for s in summaries),
+        "wall_seconds": round(wall, 3),
+        "startup_seconds": round(startup, 3),
+        "items_per_second": round(steady, 1),
+        "ray": ray_info,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    output.write_manifest(out, manifest)
+    if not spec.quiet:
+        log(
+            f"{spec.operation} {spec.model}: {rows} rows ({rows - ok} errors) in "
+            f"{wall:.1f} s, {steady:,.0f} items/s after {startup:.1f} s of start-up; "
+            f"{len(done)} of {len(the_plan.blocks)} blocks were already done -> {spec.output}"
+        )
+    return manifest
+
+
+def _check_item_shape(the_plan, info, reads: str, model: str) -> None:
+    """An array input (.npy, IDX) whose items are not the model's fails before Ray starts:
+    arrays are not resized (as a v2 tensor is not); image files are converted."""
+    shape = the_plan.item_shape
+    if shape is None:
+        return
+    want = [(info.latent_dim,)] if reads == LATENTS else list(image_shapes(info))
+    if tuple(shape) not in want:
+        what = "latents" if reads == LATENTS else "images"
+        raise JobError(
+            f"input {the_plan.input}: {what} of shape {list(shape)}; {model} reads "
+            + " or ".join(str(list(s)) for s in want)
+        )
+
+
+def _sample_plan(spec: JobSpec):
+    from batch.sources import Block, Plan
+
+    n = spec.n if spec.limit is None else min(spec.n, spec.limit)
+    src = f"sample:{spec.seed}:{spec.temperature}"
+    blocks = [
+        Block(i, "sample", src, s, min(s + spec.block_items, n))
+        for i, s in enumerate(range(0, n, spec.block_items))
+    ]
+    return Plan("sample", src, blocks, src)
+
+
+def _steady_rate(summaries: list[dict]) -> float:
+    """Items per second from the first block's start to the last block's end."""
+    if not summaries:
+        return 0.0
+    span = max(s["finished"] for s in summaries) - min(s["started"] for s in summaries)
+    return sum(s["rows"] for s in summaries) / span if span > 0 else 0.0
+
+
+def _error_codes(out, summaries) -> dict[str, int]:
+    """Error counts by code, over every part (read from the parts' error_code column)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    counts: Counter = Counter()
+    for info in out.fs.get_file_info(output.pafs.FileSelector(out.path)):
+        if info.base_name.startswith("part-"):
+            with out.fs.open_input_file(info.path) as f:
+                col = pq.read_table(f, columns=["error_code"]).column("error_code")
+            for row in pc.value_counts(col.drop_null()).to_pylist():
+                counts[row["values"]] += row["counts"]
+    return dict(sorted(counts.items()))
+
+
+# ---- Ray ------------------------------------------------------------------------
+def _runtime_env(spec: JobSpec, staging: Path) -> dict:
+    """--ship: the model and the code travel with the job (a cluster without the image)."""
+    import handlers
+
+    model = staging / "latentserve-model" / spec.model
+    shutil.copytree(spec.model_dir, model)
+    spec.worker_model_dir = f"latentserve-model/{spec.model}"
+    pkgs = [str(Path(__file__).resolve().parent), str(Path(handlers.__file__).resolve().parent)]
+    return {"working_dir": str(staging), "py_modules": pkgs}
+
+
+def _init_ray(spec: JobSpec, staging: Path) -> None:
+    import ray
+
+    env = _runtime_env(spec, staging) if spec.ship else None
+    level = logging.ERROR if spec.quiet else logging.WARNING
+    kwargs = {"logging_level": level, "log_to_driver": not spec.quiet, "runtime_env": env}
+    address = spec.address or os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(address="local", include_dashboard=False, **kwargs)
+
+
+@contextlib.contextmanager
+def _quiet_stderr(quiet: bool):
+    """--quiet: what Ray's own processes and its C++ core print on this process's stderr
+    (file descriptor 2, out of Python's reach) goes to a file, shown only if the job
+    fails. Ray Data's actor pools always log one benign error line per actor (its
+    constructor arguments live in the object store: ray-project/ray#53727)."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            captured.seek(0)
+            tail = captured.read().decode(errors="replace").splitlines()[-40:]
+            print("\n".join(["Ray's log (tail):", *tail]), file=sys.stderr)
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _execute(
+    spec: JobSpec, todo, t0: float, errors_before: int, log
+) -> tuple[list[dict], float, dict]:
+    import ray
+    import ray.data
+
+    from batch.worker import BlockWorker
+
+    with (
+        tempfile.TemporaryDirectory(prefix="latentserve-batch-") as staging,
+        _quiet_stderr(spec.quiet),
+    ):
+        spec.worker_model_dir = spec.worker_model_dir or str(Path(spec.model_dir).resolve())
+        _init_ray(spec, Path(staging))
+        try:
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = not spec.quiet and sys.stderr.isatty()
+            ctx.verbose_progress = False
+            if not ctx.enable_progress_bars:  # by choice: no warning that they are off
+                logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+            if spec.quiet:
+                logging.getLogger("ray.data").setLevel(logging.ERROR)
+            lo, hi = spec.actors
+            if hi == 0:  # one actor per CPU the cluster has
+                cpus = ray.cluster_resources().get("CPU", 1)
+                hi = max(1, int(cpus // spec.cpus_per_actor))
+                lo = hi
+            hi = min(hi, len(todo))
+            lo = min(lo, hi)
+            ds = ray.data.from_items([b.to_row() for b in todo], override_num_blocks=len(todo))
+            ds = ds.map_batches(
+                BlockWorker,
+                fn_constructor_kwargs={"job": spec.to_dict()},
+                batch_size=1,
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
+                num_cpus=spec.cpus_per_actor,
+                num_gpus=spec.gpus_per_actor or None,
+            )
+            progress = None if spec.quiet or ctx.enable_progress_bars else log
+            summaries = _watch(spec, ds, len(todo), errors_before, progress)
+            nodes = {s["node"] for s in summaries}
+            info = {
+                "address": spec.address or "local",
+                "actors": [lo, hi],
+                "nodes": len([n for n in ray.nodes() if n["Alive"]]),
+                "worker_nodes": len(nodes),  # nodes whose actors wrote blocks this run
+                "worker_hosts": sorted({s["host"] for s in summaries}),
+                "shipped": spec.ship,
+                "model_dirs": sorted({s["model"] for s in summaries}),  # where actors loaded it
+            }
+            startup = min(s["started"] for s in summaries) - t0 if summaries else 0.0
+            return summaries, startup, info
+        finally:
+            ray.shutdown()
+
+
+def _watch(spec: JobSpec, ds, blocks: int, errors: int, progress=None) -> list[dict]:
+    """The summaries as blocks finish, failing on a lost node or too many errors;
+    `progress` (where no progress bar shows: logs, kubectl logs) gets a line every
+    PROGRESS_EVERY seconds."""
+    import ray
+
+    results: queue.Queue = queue.Queue()
+
+    def consume() -> None:
+        try:
+            for row in ds.iter_rows():
+                results.put(row)
+            results.put(DONE)
+        except BaseException as err:  # re-raised on the driver's thread
+            results.put(err)
+
+    threading.Thread(target=consume, daemon=True, name="batch-results").start()
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    summaries: list[dict] = []
+    last, lost_at = time.time(), None
+    said = started = time.time()
+    while True:
+        if progress is not None and time.time() - said >= PROGRESS_EVERY:
+            said = time.time()
+            rows = sum(x["rows"] for x in summaries)
+            progress(
+                f"{len(summaries)} of {blocks} blocks, {rows:,} rows ({errors:,} errors so far), "
+                f"{rows / (said - started):,.0f} items/s, {said - started:.0f} s"
+            )
+        try:
+            item = results.get(timeout=1.0)
+        except queue.Empty:
+            now_alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+            if alive - now_alive and lost_at is None:
+                lost_at = time.time()
+            if lost_at is not None and time.time() - max(last, lost_at) > spec.stall_timeout:
+                raise JobFailed(
+                    f"{len(alive - now_alive)} Ray node(s) lost and no block finished for "
+                    f"{spec.stall_timeout:.0f} s since: the job's actors have nowhere to run. "
+                    f"At least {len(summaries)} of the {blocks} blocks of this run are done and "
+                    "saved; once the cluster has room, run the same command again to resume"
+                ) from None
+            continue
+        if item is DONE:
+            return summaries
+        if isinstance(item, BaseException):
+            raise JobFailed(f"the job failed: {item}") from item
+        summary = {k: (v.item() if hasattr(v, "item") else v) for k, v in item.items()}
+        summaries.append(summary)
+        last, errors = time.time(), errors + summary["errors"]
+        if spec.max_errors is not None and errors > spec.max_errors:
+            raise JobFailed(
+                f"{errors} items failed, more than --max-errors {spec.max_errors}; the "
+                f"{len(summaries)} blocks written are kept"
+            )
