@@ -25,6 +25,8 @@ from tests.deploy import tsproc
 DOCKER = DEPLOY / "docker"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.gpu"]
 IDS = [p.name for p in DOCKERFILES]
+# linted too: the batch image (Ray on the runtime image; its rules: tests/deploy/test_rayjob.py)
+LINTED = [*DOCKERFILES, DOCKER / "Dockerfile.batch"]
 # bash that builds or starts the images
 SCRIPTS = [tsproc.ENTRYPOINT, DOCKER / "base" / "build.sh", DOCKER / "wheelhouse.sh"]
 # COPY sources that the build writes, absent from a fresh clone: the archives'
@@ -59,7 +61,7 @@ def build_args(path: Path) -> dict[str, str]:
     return dict(a.split("=", 1) for word, a in instructions(path) if word == "ARG" and "=" in a)
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=IDS)
+@pytest.mark.parametrize("dockerfile", LINTED, ids=[p.name for p in LINTED])
 def test_hadolint_is_clean(dockerfile):
     """Every finding is fixed or ignored inline with its reason (DL3008 only)."""
     r = subprocess.run(
