@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.handlers.tiny import export_tiny
+from tests.support.batchjobs import start_cluster
 from tests.support.exports import packaged_copy
 from tests.support.live import LiveServer, load_model, start_live_server
 from tests.support.tools import require_load_tools
@@ -45,3 +46,12 @@ def load_server(tmp_path_factory) -> LiveServer:
     print(f"\nload/reliability TorchServe READY in {server.ready_seconds:.1f}s")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) for every batch job of the session (tests/batch,
+    tests/integration/test_batch_parity.py): jobs connect with --address."""
+    cluster = start_cluster(num_cpus=2)
+    yield cluster
+    cluster.shutdown()
