@@ -43,12 +43,16 @@ def _common(p: argparse.ArgumentParser, inputs: bool) -> None:
     p.add_argument(
         "--actors", type=_actors, default=(0, 0), help="N or MIN,MAX (default: one per CPU)"
     )
-    p.add_argument("--batch-size", type=int, default=256, help="items per model call")
+    p.add_argument("--batch-size", type=int, default=256, help="items per model call (256)")
     p.add_argument(
-        "--block-items", type=int, default=4096, help="items per output part (resume unit)"
+        "--block-items", type=int, default=4096, help="items per output part (resume unit; 4096)"
     )
-    p.add_argument("--cpus-per-actor", type=float, default=1.0)
-    p.add_argument("--gpus-per-actor", type=float, default=0.0)
+    p.add_argument(
+        "--cpus-per-actor", type=float, default=1.0, help="Ray CPUs (and torch threads) per actor"
+    )
+    p.add_argument(
+        "--gpus-per-actor", type=float, default=0.0, help="GPUs per actor (> 0: run on CUDA)"
+    )
     p.add_argument("--limit", type=int, help="only the first N items")
     p.add_argument("--max-errors", type=int, help="fail once more than N items failed")
     p.add_argument(
@@ -73,17 +77,26 @@ def parser() -> argparse.ArgumentParser:
     _common(enc, True)
     score = sub.add_parser("score", help="images -> out-of-distribution scores and p-values")
     _common(score, True)
-    score.add_argument("--mode", choices=("full", "latent"), default="full")
-    score.add_argument("--fpr", type=float, default=0.01)
+    score.add_argument(
+        "--mode", choices=("full", "latent"), default="full", help="as the API's (default full)"
+    )
+    score.add_argument(
+        "--fpr", type=float, default=0.01, help="false-positive rate of is_outlier (0.01)"
+    )
     dec = sub.add_parser("decode", help="latents (Parquet z / z_mean, .npy) -> images")
     _common(dec, True)
     sample = sub.add_parser("sample", help="seeded z ~ prior -> images")
     _common(sample, False)
-    sample.add_argument("--n", type=int, required=True)
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--n", type=int, required=True, help="images to sample")
+    sample.add_argument("--seed", type=int, default=0, help="the same seed, the same images")
+    sample.add_argument("--temperature", type=float, default=1.0, help="scales z's spread")
     for p in (dec, sample):
-        p.add_argument("--format", choices=("png", "array"), default="png")
+        p.add_argument(
+            "--format",
+            choices=("png", "array"),
+            default="png",
+            help="image (PNG bytes, default) or pixels (float32 lists)",
+        )
         p.add_argument("--images", help="also write each image as a PNG file here")
     return top
 

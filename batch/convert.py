@@ -1,7 +1,7 @@
 """A block's items -> the model's inputs, item by item, with the service's checks.
 
-Images go through the handlers' own reading (`handlers.wire.inputs.read_image_item`:
-decoding, conversion to the model's mode and size, pixel scaling); arrays
+Images go through the handlers' own reading (`handlers.wire.images.read_image`:
+decoding, conversion to the model's mode and size; then the pixel scaling); arrays
 through the checks the Open Inference Protocol applies to its tensors (uint8
 as a PNG's pixels; floats finite and in [0, 1]); latents through decode's
 (the model's latent_dim, finite, within `max_abs_latent`). An item that fails
@@ -22,7 +22,6 @@ from handlers.errors import RequestError
 from handlers.limits import Limits
 from handlers.manifest import ModelInfo
 from handlers.wire import images
-from handlers.wire.inputs import read_image_item
 from handlers.wire.request import check_range
 
 
@@ -69,8 +68,10 @@ def images_in(info: ModelInfo, limits: Limits, items: Items) -> Inputs:
         if i in errors:
             continue
         try:
-            if items.encoded is not None:
-                x, conv = read_image_item(info, limits, items.encoded[i], "image")
+            if items.encoded is not None:  # uint8 pixels, scaled together below
+                x, conv = images.read_image(
+                    items.encoded[i], info.image_hw, "image", limits, info.mode
+                )
                 if conv is not None:
                     converted[i] = conv
             else:
@@ -80,8 +81,12 @@ def images_in(info: ModelInfo, limits: Limits, items: Items) -> Inputs:
             continue
         ok.append(i)
         rows.append(x)
-    x = torch.from_numpy(np.stack(rows)) if rows else torch.empty(0, *info.image_shape)
-    return Inputs(x, ok, errors, converted)
+    if not rows:
+        return Inputs(torch.empty(0, *info.image_shape), ok, errors, converted)
+    x = np.stack(rows)
+    if items.encoded is not None:  # as the service reads a request: scaled at once
+        x = images.scale_pixels(x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2), info.scale)
+    return Inputs(torch.from_numpy(np.ascontiguousarray(x)), ok, errors, converted)
 
 
 def array_images_fast(info: ModelInfo, items: Items) -> Inputs | None:

@@ -1,8 +1,9 @@
 """The driver of a batch job: plan, skip finished blocks, run the rest on Ray Data.
 
 The job's Ray dataset is its unfinished blocks' descriptors, one Ray block
-each, so the streaming executor hands them to an actor pool of `BlockWorker`s
-as actors free up; only small summaries come back. Ray restarts a dead actor
+each, so the streaming executor hands them to an actor pool (`batch.actor`:
+each actor a `batch.worker.BlockWorker`) as actors free up; only small
+summaries come back. Ray restarts a dead actor
 and retries its task (Ray Data sets `max_restarts` / `max_task_retries` to -1
 for actor pools: `actor_pool_map_operator.py`), so a killed worker costs a
 retry, and a block rewritten by a retry replaces itself. A lost node is
@@ -169,7 +170,35 @@ def _init_ray(spec: JobSpec, staging: Path) -> None:
     if address and address != "local":
         ray.init(address=address, **kwargs)
     else:
+        # a Ray of our own: no usage report to Ray's servers (an offline cluster cannot
+        # send it anyway; one more actor on its CPUs)
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(address="local", include_dashboard=False, **kwargs)
+
+
+def pool_size(spec: JobSpec, resources: dict, blocks: int) -> tuple[int, int]:
+    """The actor pool's (min, max): --actors, or as many actors as the cluster holds
+    (CPUs, and GPUs for a GPU job); never more than the blocks to do. A minimum the
+    cluster cannot hold would wait forever: refused."""
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    fit = int(cpus // spec.cpus_per_actor)
+    what = f"{cpus:g} CPUs"
+    if spec.gpus_per_actor > 0:
+        fit = min(fit, int(gpus // spec.gpus_per_actor))
+        what += f" and {gpus:g} GPUs"
+    lo, hi = spec.actors
+    if hi == 0:
+        lo = hi = fit
+    if lo > fit or fit < 1:
+        need = f"--cpus-per-actor {spec.cpus_per_actor:g}" + (
+            f" and --gpus-per-actor {spec.gpus_per_actor:g}" if spec.gpus_per_actor else ""
+        )
+        raise JobError(
+            f"the Ray cluster has {what}: it holds {fit} actor(s) of {need}, and the job "
+            f"needs at least {max(lo, 1)}; lower --actors or the resources per actor"
+        )
+    hi = min(hi, blocks)
+    return min(lo, hi), hi
 
 
 @contextlib.contextmanager
@@ -206,7 +235,7 @@ def _execute(
     import ray
     import ray.data
 
-    from batch.worker import BlockWorker
+    from batch.actor import BlockActor
 
     with (
         tempfile.TemporaryDirectory(prefix="latentserve-batch-") as staging,
@@ -222,16 +251,10 @@ def _execute(
                 logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
             if spec.quiet:
                 logging.getLogger("ray.data").setLevel(logging.ERROR)
-            lo, hi = spec.actors
-            if hi == 0:  # one actor per CPU the cluster has
-                cpus = ray.cluster_resources().get("CPU", 1)
-                hi = max(1, int(cpus // spec.cpus_per_actor))
-                lo = hi
-            hi = min(hi, len(todo))
-            lo = min(lo, hi)
+            lo, hi = pool_size(spec, ray.cluster_resources(), len(todo))
             ds = ray.data.from_items([b.to_row() for b in todo], override_num_blocks=len(todo))
             ds = ds.map_batches(
-                BlockWorker,
+                BlockActor,
                 fn_constructor_kwargs={"job": spec.to_dict()},
                 batch_size=1,
                 batch_format="numpy",

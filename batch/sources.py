@@ -3,9 +3,12 @@
 Inputs (`plan`), by what the path is:
 - a folder of PNG/JPEG files, recursively (ids: the path relative to the folder);
 - an IDX images file, gzipped or not (the MNIST-family datasets);
-- a `.npy` array of images, uint8 or float, (n, H, W) or (n, H, W, C);
+- a `.npy` array of images, uint8 or float, (n, H, W) or (n, H, W, C) (ids, here and
+  for IDX: the item's index);
 - Parquet (a file, or a folder of `.parquet` files) with an `image` column of
-  encoded bytes or a `pixels` column (H x W or H x W x C lists, or flat);
+  encoded bytes or a `pixels` column (H x W or H x W x C lists, or flat;
+  integers are 0-255 pixel values, floats [0, 1]); ids: its `id` column, else
+  the row's index across the sorted files;
 - decode's latents: a `.npy` (n, D) array, or Parquet with a `z` (or
   `z_mean`, what encode writes) column of float lists.
 
@@ -54,6 +57,7 @@ class Block:
     stop: int
     files: tuple[str, ...] = ()  # FOLDER: the block's files, relative to the folder
     column: str = ""  # PARQUET: the column read
+    first_id: int = 0  # PARQUET without an id column: the id of row 0 (earlier files' rows)
 
     @property
     def rows(self) -> int:
@@ -62,6 +66,7 @@ class Block:
     @property
     def key(self) -> str:
         what = [self.kind, self.source, self.start, self.stop, list(self.files), self.column]
+        what += [self.first_id] if self.first_id else []
         return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
     def to_row(self) -> dict:
@@ -74,6 +79,7 @@ class Block:
             "stop": self.stop,
             "files": json.dumps(list(self.files)),
             "column": self.column,
+            "first_id": self.first_id,
         }
 
     @classmethod
@@ -86,6 +92,7 @@ class Block:
             int(row["stop"]),
             tuple(json.loads(str(row["files"]))),
             str(row["column"]),
+            int(row["first_id"]),
         )
 
 
@@ -254,7 +261,7 @@ def parquet_column(names: list[str], reads: str, where: str) -> str:
 
 
 def _plan_parquet(loc: Location, infos, reads, block_items, limit, single=False) -> Plan:
-    blocks, column, left = [], "", limit
+    blocks, column, left, seen, ids = [], "", limit, 0, None
     for info in infos:
         uri = loc.uri if single else _child_uri(loc, info.path)
         with loc.fs.open_input_file(info.path) as f:
@@ -267,8 +274,12 @@ def _plan_parquet(loc: Location, infos, reads, block_items, limit, single=False)
         if column and col != column:
             raise InputError(f"input {loc.uri}: its files hold different columns ({column}, {col})")
         column = col
+        if ids is not None and ids != ("id" in names):
+            raise InputError(f"input {loc.uri}: some of its files have an id column, some not")
+        ids = "id" in names
         for s, e in _ranges(meta.num_rows, block_items, left):
-            blocks.append(Block(len(blocks), PARQUET, uri, s, e, column=column))
+            blocks.append(Block(len(blocks), PARQUET, uri, s, e, column=column, first_id=seen))
+        seen += meta.num_rows
         if left is not None:
             left -= min(meta.num_rows, left)
             if left == 0:
@@ -361,7 +372,9 @@ def _read_parquet(block: Block) -> Items:
         columns = [block.column] + (["id"] if "id" in names else [])
         table = _row_range(pf, block.start, block.stop, columns)
     ids = (
-        table.column("id").to_pylist() if "id" in columns else list(range(block.start, block.stop))
+        table.column("id").to_pylist()
+        if "id" in columns
+        else list(range(block.first_id + block.start, block.first_id + block.stop))
     )
     col = table.column(block.column).combine_chunks()
     if block.column == "image":

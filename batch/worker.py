@@ -53,7 +53,12 @@ class BlockWorker:
         self.spec = spec = JobSpec.from_dict(job)
         threads = max(1, int(spec.cpus_per_actor))
         torch.set_num_threads(threads)
-        gpu = 0 if spec.gpus_per_actor > 0 and torch.cuda.is_available() else None
+        if spec.gpus_per_actor > 0 and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"--gpus-per-actor {spec.gpus_per_actor:g}, but torch sees no CUDA device on "
+                f"{socket.gethostname()} (a CPU build of torch, or no driver)"
+            )
+        gpu = 0 if spec.gpus_per_actor > 0 else None  # Ray's CUDA_VISIBLE_DEVICES: ours only
         options = HandlerOptions(chunk_size=spec.batch_size, cpu_threads=threads)
         self.model_path = str(Path(spec.worker_model_dir or spec.model_dir).resolve())
         self.engine = Engine.from_dir(Path(self.model_path), spec.operation, options, gpu)

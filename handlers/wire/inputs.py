@@ -38,8 +38,9 @@ def read_images(
     if request.is_image_body(raw):
         if not isinstance(raw.body, bytes | bytearray):
             raise RequestError("bad_image", "body", "an image body must be binary")
-        x, conv = read_image_item(info, limits, bytes(raw.body), "body")
-        return torch.from_numpy(x[None]), None, [conv]
+        px, conv = images.read_image(bytes(raw.body), hw, "body", limits, mode)
+        x = images.scale_pixels(_channels_first(px), scale)
+        return torch.from_numpy(np.ascontiguousarray(x)[None]), None, [conv]
     req = json_read.read_json(raw, schema, limits)
     request.check_count(len(req.instances), limits.max_items, "instances")
     # images are read as uint8 rows, scaled together at the end; pixels come scaled
@@ -62,15 +63,6 @@ def read_images(
     elif image_rows:
         x[image_rows] = images.scale_pixels(x[image_rows], scale)
     return torch.from_numpy(x), req, converted
-
-
-def read_image_item(
-    info: ModelInfo, limits: Limits, data: bytes, field: str
-) -> tuple[np.ndarray, dict | None]:
-    """One PNG/JPEG file -> (the model's item (C, H, W) float32 in [0, 1], converted_from):
-    a raw image body, and each file of a batch job (`batch/`)."""
-    px, conv = images.read_image(data, info.image_hw, field, limits, info.mode)
-    return np.ascontiguousarray(images.scale_pixels(_channels_first(px), info.scale)), conv
 
 
 def image_dims(shape: tuple[int, int, int]) -> list[int]:

@@ -107,3 +107,20 @@ def test_bad_actor_counts_are_usage_errors(inputs, tmp_path, actors):
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 2 and "--actors" in proc.stderr
+
+
+def test_pool_size_fits_the_cluster():
+    from batch.job import pool_size
+    from batch.spec import JobError, JobSpec
+
+    def spec(**kw):
+        return JobSpec("encode", "m", "d", output="o", **kw)
+
+    assert pool_size(spec(), {"CPU": 8.0}, 100) == (8, 8)  # one per CPU by default
+    assert pool_size(spec(cpus_per_actor=2), {"CPU": 8.0}, 3) == (3, 3)  # no more than blocks
+    assert pool_size(spec(actors=(1, 16)), {"CPU": 4.0}, 100) == (1, 16)  # max may wait
+    assert pool_size(spec(gpus_per_actor=1), {"CPU": 8.0, "GPU": 2.0}, 100) == (2, 2)
+    with pytest.raises(JobError, match="holds 2 actor"):
+        pool_size(spec(actors=(3, 3)), {"CPU": 2.0}, 100)
+    with pytest.raises(JobError, match="0 GPUs"):
+        pool_size(spec(gpus_per_actor=1), {"CPU": 8.0}, 100)

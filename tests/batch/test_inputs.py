@@ -120,7 +120,7 @@ def test_parquet_image_bytes_pixels_and_ids(tmp_path, images):
     items, ids = read_all(p)
     assert ids == [f"k{i}" for i in range(7)]  # the file's own id column
     assert items[1].encoded[2] is None and items[1].errors[2].code == "bad_image"
-    # pixels, flat or nested, in a folder of two files; ids are row indices per file
+    # pixels, flat or nested, in a folder of two files
     folder = tmp_path / "px"
     folder.mkdir()
     pq.write_table(
@@ -130,7 +130,7 @@ def test_parquet_image_bytes_pixels_and_ids(tmp_path, images):
     p = plan(str(folder), IMAGES, 10)
     assert [b.rows for b in p.blocks] == [3, 2]
     items, ids = read_all(p)
-    assert ids == [0, 1, 2, 0, 1]
+    assert ids == [0, 1, 2, 3, 4]  # without an id column: the row across the sorted files
     np.testing.assert_array_equal(items[0].array[1], images[1].ravel())
     np.testing.assert_array_equal(items[1].array[0], images[3])
 

@@ -31,7 +31,7 @@ from PIL import Image
 from paths import FASHION_DIR, ROOT
 
 TEST_IMAGES = FASHION_DIR / "t10k-images-idx3-ubyte.gz"
-ACTOR_TITLE = "BlockWorker"  # in a batch actor process's title (ray::MapWorker(...))
+ACTOR_TITLE = "BlockActor"  # in a batch actor process's title (ray::MapWorker(...))
 
 
 def start_cluster(num_cpus: int = 2, nodes: int = 1, head_cpus: int | None = None):
@@ -39,6 +39,7 @@ def start_cluster(num_cpus: int = 2, nodes: int = 1, head_cpus: int | None = Non
     if given), not connected here: jobs connect with --address."""
     from ray.cluster_utils import Cluster
 
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no telemetry actor, as the CLI's
     node = {"num_cpus": num_cpus, "object_store_memory": 256 * 2**20}
     head = node | {"include_dashboard": False}
     if head_cpus is not None:
