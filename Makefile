@@ -225,6 +225,24 @@ image: image-tools wheelhouse ## build the CPU image with podman, offline (IMAGE
 	size=$$(podman image inspect --format '{{.Size}}' $(IMAGE_REF)); \
 	echo "built $(IMAGE_REF) in $$(( $$(date +%s) - start ))s, $$(numfmt --to=si $$size)B"
 
+# The batch image (deploy/docker/Dockerfile.batch): Ray Data, batch/ and the exports on
+# the CPU image, built offline like it (Ray's wheels: wheelhouse/batch/). A smoke job
+# in it: make image-batch then
+#   podman run --rm --read-only --tmpfs /tmp:U --shm-size 1g $(IMAGE_BATCH_REF) \
+#     python -m batch sample --model fashion-vae --n 8 --output /tmp/out
+IMAGE_BATCH_REF := localhost/$(IMAGE)-batch:$(IMAGE_TAG)-cpu
+IMAGE_BATCH_LOG := logs/image-batch-build.log
+.PHONY: image-batch
+image-batch: export CONTAINERS_CONF = $(PODMAN_CONF)
+image-batch: image ## build the batch image (Ray Data + batch/ on the CPU image) with podman, offline
+	deploy/docker/wheelhouse-batch.sh $(PY) pyproject.toml wheelhouse/batch
+	@echo "podman build -> $(IMAGE_BATCH_REF), log: $(IMAGE_BATCH_LOG)"; start=$$(date +%s); \
+	podman build --format docker --network none --build-arg RUNTIME_IMAGE=$(IMAGE_REF) \
+	  -f deploy/docker/Dockerfile.batch -t $(IMAGE_BATCH_REF) . > $(IMAGE_BATCH_LOG) 2>&1 \
+	  || { tail -n 60 $(IMAGE_BATCH_LOG); echo "podman build failed: $(IMAGE_BATCH_LOG)" >&2; exit 1; }; \
+	size=$$(podman image inspect --format '{{.Size}}' $(IMAGE_BATCH_REF)); \
+	echo "built $(IMAGE_BATCH_REF) in $$(( $$(date +%s) - start ))s, $$(numfmt --to=si $$size)B"
+
 image-base-refresh: image-tools ## forget the cached Debian base: the next make image picks up Debian's updates
 	deploy/docker/base/build.sh --refresh
 

@@ -202,31 +202,40 @@ def pool_size(spec: JobSpec, resources: dict, blocks: int) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _quiet_stderr(quiet: bool):
-    """--quiet: what Ray's own processes and its C++ core print on this process's stderr
-    (file descriptor 2, out of Python's reach) goes to a file, shown only if the job
-    fails. Ray Data's actor pools always log one benign error line per actor (its
-    constructor arguments live in the object store: ray-project/ray#53727)."""
+def _quiet_output(quiet: bool):
+    """--quiet: what Ray prints in this process while the job runs (its C++ core on
+    file descriptor 2, out of Python's reach; the raylets' messages it relays, on
+    stdout) goes to a file, shown only if the job fails. Ray Data's actor pools log
+    one benign error line per actor (constructor arguments in the object store:
+    ray-project/ray#53727), and a retried task a few more."""
     if not quiet:
         yield
         return
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
     with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
+        for fd in saved:
+            os.dup2(captured.fileno(), fd)
+
+        def restore() -> None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+
         try:
             yield
         except BaseException:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
+            restore()
             captured.seek(0)
             tail = captured.read().decode(errors="replace").splitlines()[-40:]
             print("\n".join(["Ray's log (tail):", *tail]), file=sys.stderr)
             raise
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+            restore()
+            for copy in saved.values():
+                os.close(copy)
 
 
 def _execute(
@@ -239,7 +248,7 @@ def _execute(
 
     with (
         tempfile.TemporaryDirectory(prefix="latentserve-batch-") as staging,
-        _quiet_stderr(spec.quiet),
+        _quiet_output(spec.quiet),
     ):
         spec.worker_model_dir = spec.worker_model_dir or str(Path(spec.model_dir).resolve())
         _init_ray(spec, Path(staging))
@@ -263,7 +272,11 @@ def _execute(
                 num_gpus=spec.gpus_per_actor or None,
             )
             progress = None if spec.quiet or ctx.enable_progress_bars else log
-            summaries = _watch(spec, ds, len(todo), errors_before, progress)
+            try:
+                summaries = _watch(spec, ds, len(todo), errors_before, progress)
+            except BaseException:
+                _stop(ds)
+                raise
             nodes = {s["node"] for s in summaries}
             info = {
                 "address": spec.address or "local",
@@ -278,6 +291,15 @@ def _execute(
             return summaries, startup, info
         finally:
             ray.shutdown()
+
+
+def _stop(ds) -> None:
+    """Stop Ray Data's executor before Ray itself when the job fails: its threads would
+    otherwise go on calling a Ray that is gone, and reconnect to the cluster. Ray
+    Data's own path for it (`Dataset._synchronize_progress_bar`, `__del__`)."""
+    executor = getattr(ds, "_current_executor", None)
+    if executor is not None:
+        executor.shutdown(force=True)
 
 
 def _watch(spec: JobSpec, ds, blocks: int, errors: int, progress=None) -> list[dict]:

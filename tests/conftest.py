@@ -48,10 +48,11 @@ def load_server(tmp_path_factory) -> LiveServer:
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """One local Ray cluster (2 CPUs) for every batch job of the session (tests/batch,
-    tests/integration/test_batch_parity.py): jobs connect with --address."""
+    """A local Ray cluster (2 CPUs) for the batch jobs of one module (tests/batch,
+    tests/integration/test_batch_parity.py): jobs connect with --address. Per module,
+    so that its idle processes do not share the CPUs with the rest of the session."""
     cluster = start_cluster(num_cpus=2)
     yield cluster
     cluster.shutdown()
