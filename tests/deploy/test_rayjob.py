@@ -29,7 +29,12 @@ import yaml
 
 from paths import DEPLOY, ROOT
 from tests.deploy.test_docker import BUILT_SOURCES, _ignored, build_args, instructions, tool
-from tests.deploy.test_k8s import K8S_VERSIONS, check_image_resources_security, render
+from tests.deploy.test_k8s import (
+    K8S_VERSIONS,
+    check_image_resources_security,
+    render,
+    validate,
+)
 
 BATCH = DEPLOY / "k8s" / "batch"
 CRD = BATCH / "crd" / "ray.io_rayjobs.yaml"
@@ -184,20 +189,14 @@ def test_strict_schema_refuses_unknown_and_misspelled_fields(rendered, schemas):
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_pod_templates_validate_as_kubernetes_pod_templates(rendered, name, version):
-    import kubernetes_validate
-
     for role, template in pod_templates(rayjob(rendered[name])).items():
         obj = {
             "apiVersion": "v1",
             "kind": "PodTemplate",
-            "metadata": {"name": f"latentserve-batch-{role}"},
+            "metadata": {"name": f"latentserve-batch-{name}-{role}"},
             "template": template,
         }
-        try:
-            kubernetes_validate.validate(obj, version, strict=True)
-        except kubernetes_validate.ValidationError as e:
-            path = ".".join(str(p) for p in e.path)
-            pytest.fail(f"{name}/{role} @ {version}: {path}: {e.message}")
+        validate(obj, version)
 
 
 # ---- project rules ----------------------------------------------------------------

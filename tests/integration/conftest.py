@@ -10,6 +10,7 @@ a server of your own (other config, other models).
 from __future__ import annotations
 
 import pytest
+import tritonclient.http as httpclient
 
 from paths import STORE
 from serving.archive import model_dirs
@@ -41,3 +42,14 @@ def vae(torchserve) -> ServedModel:
 @pytest.fixture(scope="session")
 def ae(torchserve) -> ServedModel:
     return torchserve.model("ae")
+
+
+@pytest.fixture(scope="module")
+def client(torchserve):
+    """tritonclient's HTTP client of the session's TorchServe (the Open Inference
+    Protocol through a real standard client)."""
+    c = httpclient.InferenceServerClient(
+        url=torchserve.url.removeprefix("http://"), network_timeout=120.0
+    )
+    yield c
+    c.close()

@@ -26,15 +26,6 @@ N = 200  # images: one v2 request (the service's max_items is 256)
 
 
 @pytest.fixture(scope="module")
-def client(torchserve):
-    c = httpclient.InferenceServerClient(
-        url=torchserve.url.removeprefix("http://"), network_timeout=120.0
-    )
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory):
     path = tmp_path_factory.mktemp("parity") / "images.npy"
     np.save(path, fashion(N))

@@ -42,15 +42,6 @@ def fashion_images() -> np.ndarray:
     return read_idx(FASHION_TEST_IMAGES)
 
 
-@pytest.fixture(scope="module")
-def client(torchserve):
-    c = httpclient.InferenceServerClient(
-        url=torchserve.url.removeprefix("http://"), network_timeout=120.0
-    )
-    yield c
-    c.close()
-
-
 def outputs_of(kind: str) -> list[str]:
     return ["z_mean", "z_log_var"] if kind == "vae" else ["z_mean"]
 
