@@ -6,14 +6,14 @@
     manifest = run(JobSpec("encode", "fashion-vae", "model_store/fashion-vae",
                            output="out/", input="images/"))
 
-Inputs are cut into blocks (`batch.sources`); actors (`batch.worker`) run the
-handlers' own reading and operation code on each block and write one Parquet
-part per block (`batch.output`); the driver (`batch.job`) plans, resumes and
-watches the cluster. docs/batch.md has the formats, the output schema and
-how to run on a cluster.
+Inputs are cut into blocks (`batch.sources`); actors (`batch.worker`) read
+them (`batch.reading`), run the handlers' own reading and operation code and
+write one Parquet part per block (`batch.output`); the driver (`batch.job`)
+plans and resumes, and runs the blocks on Ray (`batch.cluster`). docs/batch.md
+has the formats, the output schema and how to run on a cluster.
 """
 
-from batch.job import JobFailed, run
-from batch.spec import JobError, JobSpec
+from batch.job import run
+from batch.spec import JobError, JobFailed, JobSpec
 
 __all__ = ["JobError", "JobFailed", "JobSpec", "run"]

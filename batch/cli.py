@@ -11,8 +11,8 @@ import json
 import sys
 
 import paths
-from batch.job import JobFailed, run
-from batch.spec import JobError, JobSpec
+from batch.job import run
+from batch.spec import JobError, JobFailed, JobSpec
 
 
 def _actors(text: str) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from batch.sources import Items
+from batch.reading import Items
 from batch.spec import image_shapes
 from handlers.errors import RequestError
 from handlers.limits import Limits

@@ -33,6 +33,10 @@ class JobError(ValueError):
     """The job cannot start: the message says why and what to change."""
 
 
+class JobFailed(RuntimeError):
+    """The job started and could not finish: the message says why; a rerun resumes."""
+
+
 @dataclass
 class JobSpec:
     operation: str

@@ -27,7 +27,8 @@ import torch
 from batch import columns
 from batch.convert import Inputs, array_images_fast, images_in, latents_in
 from batch.output import META, part_name
-from batch.sources import Block, read_block
+from batch.reading import read_block
+from batch.sources import Block
 from batch.spec import JobSpec
 from batch.storage import locate, write_atomic
 from handlers.engine import Engine

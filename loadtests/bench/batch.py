@@ -66,7 +66,7 @@ TARGETS = {
 def ceiling(model_dir: Path, data: np.ndarray, threads: int, block: int, batch: int) -> float:
     """Items/s of the engine alone over `data`, converted block by block as the job does."""
     from batch.convert import array_images_fast
-    from batch.sources import Items
+    from batch.reading import Items
     from handlers.engine import Engine
     from handlers.metrics import Recorder
     from handlers.options import HandlerOptions

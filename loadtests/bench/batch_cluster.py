@@ -110,7 +110,8 @@ def breakdown(model: str, npy: Path, tmp: Path, blocks: int) -> dict:
 import io, json, time, pyarrow.parquet as pq
 from batch import columns
 from batch.convert import array_images_fast
-from batch.sources import IMAGES, plan, read_block
+from batch.reading import read_block
+from batch.sources import IMAGES, plan
 from batch.spec import JobSpec, check
 from batch.storage import locate, write_atomic
 from batch.output import part_name

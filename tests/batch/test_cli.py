@@ -110,7 +110,7 @@ def test_bad_actor_counts_are_usage_errors(inputs, tmp_path, actors):
 
 
 def test_pool_size_fits_the_cluster():
-    from batch.job import pool_size
+    from batch.cluster import pool_size
     from batch.spec import JobError, JobSpec
 
     def spec(**kw):

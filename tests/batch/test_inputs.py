@@ -1,4 +1,4 @@
-"""A job's input, planned and read without Ray (batch/sources.py): every input kind the
+"""A job's input, planned and read without Ray (batch/sources.py, batch/reading.py): every input kind the
 CLI takes, block identities that a rerun finds again, and inputs that fail at once."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch.sources import IMAGES, LATENTS, InputError, plan, read_block
+from batch.reading import read_block
+from batch.sources import IMAGES, LATENTS, InputError, plan
 from tests.support.batchjobs import fashion, png_bytes
 
 MAX_BYTES = 1 << 20

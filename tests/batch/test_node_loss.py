@@ -4,7 +4,7 @@ what happened and what to do; the same command then completes, every row once.
 
 - one node left (1 CPU each): the pool goes on with the actor that is left;
 - no room left (a head of 0 CPUs, as a KubeRay head is): nothing can run, so the driver's
-  watch (batch/job.py, --stall-timeout: 30 s by default, 10 s here to keep the test
+  watch (batch/cluster.py, --stall-timeout: 30 s by default, 10 s here to keep the test
   short) fails the job; a node is added back and the rerun completes.
 """
 

@@ -191,9 +191,9 @@ def test_sample_rows_are_the_services_requests(tmp_path):
 
 
 def plan_sample(w: BlockWorker):
-    from batch.job import _sample_plan
+    from batch.job import sample_plan
 
-    return _sample_plan(w.spec).blocks
+    return sample_plan(w.spec).blocks
 
 
 def test_a_part_is_written_whole_with_its_summary(tmp_path):
