@@ -1,5 +1,6 @@
-"""A job's input, planned and read without Ray (batch/sources.py, batch/reading.py): every input kind the
-CLI takes, block identities that a rerun finds again, and inputs that fail at once."""
+"""A job's input, planned and read without Ray (batch/sources.py, batch/reading.py): every
+input kind the CLI takes, block identities that a rerun finds again, and inputs that fail
+at once."""
 
 from __future__ import annotations
 
