@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -29,6 +30,7 @@ from batch.spec import JobError, JobFailed, JobSpec
 
 DONE = object()
 PROGRESS_EVERY = 30.0  # seconds between progress lines where no progress bar shows
+CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address before refusing the job
 
 
 def _runtime_env(spec: JobSpec, staging: Path) -> dict:
@@ -48,14 +50,41 @@ def _init_ray(spec: JobSpec, staging: Path) -> None:
     env = _runtime_env(spec, staging) if spec.ship else None
     level = logging.ERROR if spec.quiet else logging.WARNING
     kwargs = {"logging_level": level, "log_to_driver": not spec.quiet, "runtime_env": env}
-    address = spec.address or os.environ.get("RAY_ADDRESS")
-    if address and address != "local":
-        ray.init(address=address, **kwargs)
+    address = cluster_address(spec)
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as err:  # "auto" with no cluster on this machine, ...
+            raise JobError(f"Ray cluster {address}: {err}") from None
     else:
         # a Ray of our own: no usage report to Ray's servers (an offline cluster cannot
         # send it anyway; one more actor on its CPUs)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(address="local", include_dashboard=False, **kwargs)
+
+
+def cluster_address(spec: JobSpec) -> str | None:
+    """The cluster to join (--address, else RAY_ADDRESS), or None: a local Ray of the job's."""
+    address = spec.address or os.environ.get("RAY_ADDRESS")
+    return None if address in (None, "", "local") else address
+
+
+def check_reachable(spec: JobSpec) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) nothing listens on: refused within seconds, before
+    Ray is imported (Ray itself retries for minutes, saying only that it cannot connect)."""
+    address = cluster_address(spec)
+    if address is None:
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray parses itself
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as err:
+        raise JobError(
+            f"no Ray cluster answers at {address} ({err}): start one (ray start --head) or "
+            "give its address (the head's GCS port, 6379, or ray://HEAD:10001)"
+        ) from None
 
 
 def pool_size(spec: JobSpec, resources: dict, blocks: int) -> tuple[int, int]:

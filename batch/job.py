@@ -15,7 +15,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from batch import output
-from batch.cluster import execute
+from batch.cluster import check_reachable, execute
 from batch.sources import IMAGES, LATENTS, plan
 from batch.spec import JobError, JobSpec, check, image_shapes
 
@@ -24,6 +24,7 @@ def run(spec: JobSpec, log=print) -> dict:
     """Run (or resume) the job; its manifest."""
     t0 = time.time()
     info = check(spec)
+    check_reachable(spec)
     reads = LATENTS if spec.operation == "decode" else IMAGES
     if spec.operation == "sample":
         the_plan = sample_plan(spec)

@@ -67,6 +67,18 @@ def inputs(tmp_path_factory):
             ["encode", "--model", "fashion-vae", "--input", "{d}/x.npy", "--max-errors", "-1"],
             "--max-errors",
         ),
+        (  # nothing listens there: refused in seconds, not after Ray's minutes of retries
+            [
+                "encode",
+                "--model",
+                "fashion-vae",
+                "--input",
+                "{d}/x.npy",
+                "--address",
+                "127.0.0.1:1",
+            ],
+            "no Ray cluster answers at 127.0.0.1:1",
+        ),
     ],
     ids=[
         "unknown-model",
@@ -78,6 +90,7 @@ def inputs(tmp_path_factory):
         "temperature",
         "batch-size",
         "max-errors",
+        "unreachable-cluster",
     ],  # fmt: skip
 )
 def test_refused_before_ray(inputs, tmp_path, args, message):
