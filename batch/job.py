@@ -60,7 +60,7 @@ def run(spec: JobSpec, log=print) -> dict:
         "rows": rows,
         "ok": ok,
         "errors": rows - ok,
-        "error_codes": _error_codes(out, summaries),
+        "error_codes": _error_codes(out),
         "blocks": len(the_plan.blocks),
         "blocks_skipped": len(done),
         "rows_this_run": sum(s["rows"] for s in summaries),
@@ -115,7 +115,7 @@ def _steady_rate(summaries: list[dict]) -> float:
     return sum(s["rows"] for s in summaries) / span if span > 0 else 0.0
 
 
-def _error_codes(out, summaries) -> dict[str, int]:
+def _error_codes(out) -> dict[str, int]:
     """Error counts by code, over every part (read from the parts' error_code column)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import socket
 import time
@@ -88,7 +89,7 @@ class BlockWorker:
             "ok": table.num_rows - errors,
             "errors": errors,
         }
-        meta = {META: _json(summary)}
+        meta = {META: json.dumps(summary).encode()}
         buf = io.BytesIO()
         pq.write_table(table.replace_schema_metadata(meta), buf)
         if self.spec.images and self.spec.operation in ("decode", "sample"):
@@ -171,10 +172,17 @@ class BlockWorker:
         folder = locate(self.spec.images)
         if "image" in table.column_names:
             pngs = table.column("image").to_pylist()
-        else:
+        else:  # the fixed-size lists' values as one array, not as Python floats
+            col = table.column("pixels").combine_chunks()
+            values = col
+            while pa.types.is_fixed_size_list(values.type):
+                values = values.values
+            c, h, w = self.info.image_shape
+            pixels = values.to_numpy().reshape(len(col), *((h, w) if c == 1 else (h, w, c)))
+            valid = col.is_valid().to_numpy(zero_copy_only=False)
             pngs = [
-                None if p is None else images.png_bytes(np.asarray(p), self.info.scale)
-                for p in table.column("pixels").to_pylist()
+                images.png_bytes(p, self.info.scale) if ok else None
+                for p, ok in zip(pixels, valid, strict=True)
             ]
         for rid, png in zip(table.column("id").to_pylist(), pngs, strict=True):
             if png is None:
@@ -193,9 +201,3 @@ def png_name(rid: int | str) -> str:
     parts = [p for p in str(rid).replace("\\", "/").split("/") if p not in ("", ".", "..")]
     name = "/".join(parts) or "_"
     return name if name.lower().endswith(".png") else name + ".png"
-
-
-def _json(d: dict) -> bytes:
-    import json
-
-    return json.dumps(d).encode()
